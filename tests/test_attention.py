@@ -1,0 +1,138 @@
+"""The attention primitive is exactly the mathematics: decomposition identity and the ICL equivalence theorem."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hificl.attention import VirtualKVPatch, VirtualTokens, virtual_kv_attention
+from hificl.models.layers import find_language_model
+from tests.models import IMAGE_SIZE, image_prompt, llava_llama, llava_qwen2, mistral
+
+
+class _Head(nn.Module):
+    """A stand-in attention module: what the registry function reads off the real ones."""
+
+    def __init__(self, groups: int, tokens: VirtualTokens) -> None:
+        super().__init__()
+        self.num_key_value_groups, self.is_causal = groups, True
+        self.config = None
+        self.__dict__["_virtual_kv"] = lambda module: tokens
+        self.__dict__["_virtual_kv_config"] = None
+
+
+def _reference(q, k, v, kd, vd, visible, bias=None):
+    """alpha(q) SA(q, K, V) + beta(q) V_D with Z1, Z2 written out over the visible keys."""
+    d = q.shape[-1]
+    s_real = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+    s_virt = (q @ kd.transpose(-1, -2)) / math.sqrt(d) + (0 if bias is None else bias[None, :, None, :])
+    e_real = torch.exp(s_real) * visible
+    e_virt = torch.exp(s_virt)
+    z1, z2 = e_virt.sum(-1, keepdim=True), e_real.sum(-1, keepdim=True)
+    sa = (e_real / z2) @ v
+    alpha, beta = z2 / (z1 + z2), e_virt / (z1 + z2)
+    return alpha * sa + beta @ vd, sa, beta @ vd
+
+
+def _masked_inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    b, h, t, n, d = 2, 4, 6, 3, 8
+    q, k, v = (torch.randn(b, h, t, d, generator=g, dtype=torch.float64) for _ in range(3))
+    kd, vd = (
+        torch.randn(h, n, d, generator=g, dtype=torch.float64),
+        torch.randn(h, n, d, generator=g, dtype=torch.float64),
+    )
+    padding = torch.ones(b, t, dtype=torch.bool)
+    padding[1, :2] = False  # left padding of the second row
+    visible = torch.ones(t, t, dtype=torch.bool).tril()[None, None] & padding[:, None, None, :]
+    visible[1, :, :2] = True  # padded queries see themselves-free rows; keep them finite, they are discarded
+    return q, k, v, kd, vd, visible
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+@pytest.mark.parametrize("form", ["joint", "unscaled"])
+def test_decomposition_identity_with_causal_and_padding_masks(kernel: str, form: str) -> None:
+    q, k, v, kd, vd, visible = _masked_inputs()
+    bias = torch.randn(4, 3, dtype=torch.float64)
+    module = _Head(1, VirtualTokens(kd, vd, logit_bias=bias, form=form))
+    out, _ = virtual_kv_attention(kernel, module, q, k, v, visible, scaling=q.shape[-1] ** -0.5)
+    joint, sa, beta_vd = _reference(q, k, v, kd, vd, visible.double(), bias)
+    expected = joint if form == "joint" else sa + beta_vd
+    rows = torch.tensor([[True] * 6, [False, False] + [True] * 4])  # padded query rows are undefined
+    diff = (out.transpose(1, 2) - expected).abs()[rows[:, None, :].expand(-1, 4, -1)]
+    assert diff.max().item() < 1e-5
+
+
+def test_skipped_causal_mask_is_rebuilt_and_virtual_tokens_stay_visible() -> None:
+    q, k, v, kd, vd, _ = _masked_inputs(1)
+    module = _Head(1, VirtualTokens(kd, vd))
+    out, _ = virtual_kv_attention("sdpa", module, q, k, v, None, scaling=q.shape[-1] ** -0.5)
+    causal = torch.ones(6, 6).tril()[None, None].double()
+    joint, _, _ = _reference(q, k, v, kd, vd, causal)
+    assert (out.transpose(1, 2) - joint).abs().max().item() < 1e-10
+
+
+def _icl_equivalence(model, per_kv_head: bool, attn_pixel: bool = True) -> float:
+    """Run [demonstrations + query]; inject the demonstrations' per-layer K/V as virtual tokens into a run on
+    the query alone (positions offset by the demonstration length); return the largest logit difference."""
+    g = torch.Generator().manual_seed(0)
+    lm = find_language_model(model)
+    has_vision = hasattr(model, "vision_tower") or hasattr(model.model, "vision_tower")
+    demo = image_prompt(g, 7, images=2) if has_vision else torch.randint(1, 90, (20,), generator=g)
+    query = image_prompt(g, 5) if has_vision else torch.randint(1, 90, (9,), generator=g)
+    pixels = torch.randn(3, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    extra = {"pixel_values": pixels} if has_vision else {}
+    with torch.no_grad():
+        icl = model(input_ids=torch.cat([demo, query])[None], use_cache=True, **extra)
+    n = demo.numel()
+    cache = icl.past_key_values.layers
+    groups = lm.shape.groups
+
+    def source(i: int):
+        keys, values = cache[i].keys[:, :, :n], cache[i].values[:, :, :n]
+        if not per_kv_head:
+            keys, values = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
+        return lambda module: VirtualTokens(keys, values, per_kv_head=per_kv_head)
+
+    patch = VirtualKVPatch(list(lm.attentions), [source(i) for i in range(len(cache))])
+    extra = {"pixel_values": pixels[2:]} if has_vision else {}
+    positions = torch.arange(n, n + query.numel())[None]
+    with torch.no_grad():
+        alone = model(input_ids=query[None], position_ids=positions, **extra)
+    patch.remove()
+    return (alone.logits - icl.logits[:, n:]).abs().max().item()
+
+
+@pytest.mark.parametrize("build", [llava_qwen2, llava_llama, mistral])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("per_kv_head", [True, False])
+def test_icl_equivalence_theorem(build, attn: str, per_kv_head: bool) -> None:
+    assert _icl_equivalence(build(attn=attn), per_kv_head) < 1e-4
+
+
+def test_without_tokens_the_query_alone_differs_from_icl() -> None:
+    """Control for the theorem: the demonstrations matter, so equality above is not vacuous."""
+    model = llava_qwen2()
+    g = torch.Generator().manual_seed(0)
+    demo, query = image_prompt(g, 7, images=2), image_prompt(g, 5)
+    pixels = torch.randn(3, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    with torch.no_grad():
+        icl = model(input_ids=torch.cat([demo, query])[None], pixel_values=pixels).logits[:, demo.numel() :]
+        alone = model(input_ids=query[None], pixel_values=pixels[2:]).logits
+    assert (icl - alone).abs().max().item() > 1e-2
+
+
+def test_vision_tower_is_untouched() -> None:
+    model = llava_qwen2()
+    lm = find_language_model(model)
+    patch = VirtualKVPatch(list(lm.attentions), [lambda m: None] * len(lm.attentions))
+    assert model.config.text_config._attn_implementation == "virtual_kv:sdpa"
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    touched = [name for name, m in model.named_modules() if "_virtual_kv" in m.__dict__]
+    assert touched and all(name.startswith("model.language_model.layers.") for name in touched)
+    assert len(touched) == len(lm.layers)
+    patch.remove()
+    assert model.config.text_config._attn_implementation == "sdpa"
