@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import nn
 
 from hificl.attention import VirtualKVPatch, VirtualTokens
 from hificl.models.layers import AttentionShape, find_language_model
+
+if TYPE_CHECKING:
+    from hificl.lightning.batch import TrainBatch
 
 
 class Method(nn.Module):
@@ -41,6 +47,27 @@ class Method(nn.Module):
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Run the model as if the method were not attached (the frozen teacher pass)."""
+        raise NotImplementedError
+        yield
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; methods with their own learning rates (LIVE's scale) override this."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "weight_decay": weight_decay}]
+
+    def training_loss(
+        self, ce: torch.Tensor, student: Any, teacher: Any | None, batch: TrainBatch
+    ) -> dict[str, torch.Tensor]:
+        """The method's objective from the student's answer cross-entropy and outputs (and the teacher's).
+
+        `student`/`teacher` are the model outputs (with `hidden_states` when `needs_teacher`); the query
+        example occupies the last `batch.student.query_len[i]` positions of both rows (left padding).
+        Returns at least {"loss": ...}; other entries are logged.
+        """
+        return {"loss": ce, "ce": ce}
+
 
 class VirtualTokenMethod(Method):
     """A method that acts only through virtual key/value tokens in each language-model attention layer."""
@@ -61,6 +88,11 @@ class VirtualTokenMethod(Method):
         if self._patch is not None:
             self._patch.remove()
             self._patch = None
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        with self.patch.disabled():
+            yield
 
     @property
     def patch(self) -> VirtualKVPatch:
