@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-
-import inflect
+from typing import Any
 
 _TOKEN = re.compile(
     r"\d+(?:[.,]\d+)+"  # 1,000  3.5
@@ -29,7 +28,14 @@ _KEEP_ENDINGS = ("ss", "us", "is", "as", "ous")
 _KEEP_WORDS = frozenset(
     {"yes", "its", "his", "hers", "ours", "yours", "theirs", "always", "sometimes", "perhaps", "does", "goes"}
 )
-_ENGINE = inflect.engine()
+
+
+@lru_cache(maxsize=1)
+def _engine() -> Any:
+    """inflect's engine, imported on first use: importing inflect costs about 2 s."""
+    import inflect
+
+    return inflect.engine()
 
 
 def word_tokenize(text: str) -> list[str]:
@@ -42,5 +48,5 @@ def singularize(word: str) -> str:
     """Singular form of a plural noun, the word itself otherwise (inflect, with guards against its over-reach)."""
     if not word.isalpha() or len(word) < 3 or word in _KEEP_WORDS or word.endswith(_KEEP_ENDINGS):
         return word
-    single = _ENGINE.singular_noun(word)
+    single = _engine().singular_noun(word)
     return single if isinstance(single, str) and single else word
