@@ -61,3 +61,14 @@ def build_prompt(
     parts += [example_text(kind, d, image_token) for d in demonstrations]
     parts.append(example_text(kind, Example(query.text, None), image_token))
     return separator.join(parts)
+
+
+def cut_at_stop_words(text: str, kind: str) -> str:
+    """A generation up to the first stop word or line break of its kind (the papers' post-processing)."""
+    words = text.replace("\n", " \n ").split(" ")
+    kept: list[str] = []
+    for word in words:
+        if word == "\n" or word.rstrip(":") in STOP_WORDS[kind]:
+            break
+        kept.append(word)
+    return " ".join(kept).strip()

@@ -1,0 +1,133 @@
+"""One command line: base-model, train, evaluate, compare, ablate, tune, figures, bench, check.
+
+Every command reads typed YAML configs (experiments/) with `--set key.sub=value` overrides. Bad input ends in
+one sentence on stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hificl.errors import HificlError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _experiment(args: argparse.Namespace, **forced: Any) -> Any:
+    from hificl.config import apply_overrides, deep_merge, read_yaml
+    from hificl.experiment import experiment_config
+
+    values = read_yaml(args.config) if args.config else {}
+    values = apply_overrides(deep_merge(values, forced), args.set)
+    return experiment_config(values)
+
+
+def cmd_base_model(args: argparse.Namespace) -> int:
+    from hificl.data.synthetic import export_benchmark
+    from hificl.experiment import synthetic_root
+    from hificl.tiny import build_base_model
+
+    out = build_base_model(Path(args.out), seed=args.seed)
+    export_benchmark(synthetic_root(out), seed=args.seed)
+    print(f"base model: {out}\nbenchmark:  {synthetic_root(out)}")
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    from analysis.tables import results_frame
+
+    frame = results_frame(rows)
+    print(frame.to_string(index=False))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hificl.experiment import run_experiment
+
+    row = run_experiment(_experiment(args))
+    print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "num_trainable", "train_time_s")}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hificl.experiment import run_experiment
+
+    forced = {"adapter": args.adapter} if args.adapter else {}
+    row = run_experiment(_experiment(args, **forced))
+    print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "eval_ms_per_sample")}))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train and evaluate several presets on one task, then print one table."""
+    from hificl.experiment import run_experiment
+
+    rows = [run_experiment(_experiment(args, preset=p)) for p in args.presets]
+    _print_rows(rows)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Dry run: what the package finds in a model directory and a data root, without training."""
+    report: dict[str, Any] = {}
+    if args.model:
+        from hificl.models.families import describe_model
+
+        report["model"] = describe_model(args.model)
+    if args.data:
+        from hificl.data.official import describe_data
+
+        report["data"] = describe_data(args.data)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hificl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Command, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(fn=fn)
+        return p
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="YAML experiment config (experiments/)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-3")
+
+    p = add("base-model", cmd_base_model, "pretrain the embedded tiny LMM and export its benchmark (cached)")
+    p.add_argument("--out", default="base-model")
+    p.add_argument("--seed", type=int, default=0)
+
+    with_config(add("train", cmd_train, "train a method and evaluate it"))
+    p = add("evaluate", cmd_evaluate, "evaluate zero-shot, k-shot ICL or a saved method")
+    with_config(p)
+    p.add_argument("--adapter", help="directory of a saved method (method.safetensors + method.json)")
+    p = add("compare", cmd_compare, "train and evaluate several presets on one task; print a table")
+    with_config(p)
+    p.add_argument("--presets", nargs="+", default=["zero-shot", "icl", "lora", "live", "mimic", "hificl"])
+
+    p = add("check", cmd_check, "report what a model directory and a data root contain, without training")
+    p.add_argument("--model")
+    p.add_argument("--data")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except HificlError as err:
+        print(f"hificl: error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"hificl: error: {err.strerror}: {err.filename}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

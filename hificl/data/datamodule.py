@@ -1,0 +1,150 @@
+"""The LightningDataModule: seeded training subset, demonstrations, student/teacher prompts, evaluation set.
+
+Training subset and evaluation subset are drawn separately, each from its own split with its own seed, and
+their ids are exposed (`subset_record`) so every result row can say which samples it was computed on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from hificl.data.demonstrations import DemonstrationSampler
+from hificl.data.encoding import PromptEncoder, ToInputs, training_target
+from hificl.data.official import load_task
+from hificl.data.records import CaptionRecord, VQARecord
+from hificl.data.subsets import fixed_subset, subset_ids
+from hificl.data.tasks import TaskSpec, task_spec
+from hificl.errors import ConfigError
+from hificl.lightning.batch import TrainBatch
+
+Record = VQARecord | CaptionRecord
+
+
+@dataclass
+class DataConfig:
+    task: str = "syn-vqa"
+    data_root: str | None = None
+    train_size: int = 1000
+    eval_size: int = 200
+    seed: int = 0
+    eval_seed: int = 0
+    teacher_shots: int = 0  # demonstrations in the teacher rows of teacher-based methods
+    eval_shots: int = 0  # demonstrations in evaluation prompts (k-shot ICL); 0 for every trained method
+    demo_selection: str = "random"
+    batch_size: int = 2
+    eval_batch_size: int = 8
+    instruction: bool = True
+    eval_split: str | None = None  # default: the task's evaluation split ("val" for model selection)
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        if self.train_size < 0 or self.eval_size < 1:
+            raise ConfigError(f"train_size must be >= 0 and eval_size >= 1; got {self.train_size}, {self.eval_size}.")
+        if self.teacher_shots < 0 or self.eval_shots < 0:
+            raise ConfigError("teacher_shots and eval_shots must be >= 0.")
+
+
+def meta(record: Record) -> dict[str, Any]:
+    """What evaluation needs besides the prompt: references and ids."""
+    if isinstance(record, VQARecord):
+        return {
+            "question_id": record.question_id,
+            "image_id": record.image_id,
+            "answers": list(record.answers),
+            "question_type": record.question_type,
+        }
+    return {"image_id": record.image_id, "captions": list(record.captions), "objects": sorted(record.objects)}
+
+
+class ICLDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        config: DataConfig,
+        processor: Any,
+        *,
+        image_token: str = "<image>",
+        to_inputs: ToInputs | None = None,
+    ) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.spec: TaskSpec = task_spec(config.task)
+        self.encoder = PromptEncoder(
+            processor, self.spec.kind, image_token=image_token, instruction=config.instruction, to_inputs=to_inputs
+        )
+        self.train_records: list[Record] = []
+        self.eval_records: list[Record] = []
+        self.sampler: DemonstrationSampler | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.eval_records:
+            return
+        c = self.config
+        root = Path(c.data_root) if c.data_root else None
+        pool = load_task(self.spec.files, root, self.spec.train_split)
+        self.train_records = fixed_subset(pool, c.train_size, c.seed) if c.train_size else []
+        split = c.eval_split or self.spec.eval_split
+        self.eval_records = fixed_subset(load_task(self.spec.files, root, split), c.eval_size, c.eval_seed)
+        if c.teacher_shots or c.eval_shots:
+            self.sampler = DemonstrationSampler(pool, c.seed, c.demo_selection)
+
+    def subset_record(self) -> dict[str, Any]:
+        """The ids of the samples used, for the result row."""
+        return {"train_ids": subset_ids(self.train_records), "eval_ids": subset_ids(self.eval_records)}
+
+    def _demos(self, query: Record, k: int) -> list[tuple[Record, str]]:
+        if not k or self.sampler is None:
+            return []
+        return [(d, training_target(d, self.config.seed)) for d in self.sampler.sample(query, k)]
+
+    def collate_train(self, records: list[Record]) -> TrainBatch:
+        targets = [training_target(r, self.config.seed) for r in records]
+        student = self.encoder.student(records, targets)
+        teacher = None
+        if self.config.teacher_shots:
+            demos = [self._demos(r, self.config.teacher_shots) for r in records]
+            teacher = self.encoder.teacher(records, demos, targets, student.query_len)
+        return TrainBatch(student, teacher, [meta(r) for r in records])
+
+    def collate_eval(self, records: list[Record]) -> TrainBatch:
+        k = self.config.eval_shots
+        if k:
+            demos = [self._demos(r, k) for r in records]
+            student = self.encoder.teacher(records, demos, None, torch.zeros(len(records), dtype=torch.long))
+        else:
+            student = self.encoder.student(records)
+        return TrainBatch(student, None, [meta(r) for r in records])
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.train_records:
+            raise ConfigError(f"No training samples for task {self.config.task} (train_size=0).")
+        generator = torch.Generator().manual_seed(self.config.seed)
+        return DataLoader(
+            self.train_records,
+            batch_size=self.config.batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=self.collate_train,
+            num_workers=self.config.num_workers,
+        )
+
+    def _eval_loader(self) -> DataLoader:
+        return DataLoader(
+            self.eval_records,
+            batch_size=self.config.eval_batch_size,
+            shuffle=False,
+            collate_fn=self.collate_eval,
+            num_workers=self.config.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader()
