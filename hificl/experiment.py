@@ -43,6 +43,7 @@ class ExperimentConfig:
     attn_implementation: str = "sdpa"
     output_dir: str | None = None  # where the trained method and predictions are written, if set
     adapter: str | None = None  # evaluate this saved method instead of training one
+    validate: bool = False  # evaluate after every epoch ("val/<metric>" in callback_metrics; Optuna prunes on it)
     progress: bool = True
 
 
@@ -115,14 +116,15 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
         enable_progress_bar=config.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=0,
+        limit_val_batches=1.0 if config.validate else 0,
         callbacks=callbacks or [],
         deterministic=False,
     )
     train_time = 0.0
     if method is not None and not config.adapter:
         start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
+        val = datamodule.val_dataloader() if config.validate else None
+        trainer.fit(module, train_dataloaders=datamodule.train_dataloader(), val_dataloaders=val)
         train_time = time.perf_counter() - start
     trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
     row = {
