@@ -71,6 +71,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from analysis import build_report
+    from hificl.ablation import run_matrix
+
+    results = Path(args.results) / ("quick" if args.quick else "")
+    run_matrix(args.config, args.results, quick=args.quick, model=args.base_model, workers=args.workers)
+    _print_report(build_report(results), results)
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from analysis import build_report
+
+    _print_report(build_report(Path(args.results)), Path(args.results))
+    return 0
+
+
+def _print_report(report: dict[str, Any], results: Path) -> None:
+    tables, figures = len(report.get("tables", [])), len(report.get("figures", []))
+    print(f"report: {results / 'report'} ({tables} tables, {figures} figures)")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from hificl.tune import tune
+
+    best = tune(args.config, args.set, workers=args.workers, storage=args.storage, n_trials=args.n_trials)
+    print(json.dumps(best, indent=2, default=str))
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Dry run: what the package finds in a model directory and a data root, without training."""
     report: dict[str, Any] = {}
@@ -110,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compare", cmd_compare, "train and evaluate several presets on one task; print a table")
     with_config(p)
     p.add_argument("--presets", nargs="+", default=["zero-shot", "icl", "lora", "live", "mimic", "hificl"])
+
+    p = add("ablate", cmd_ablate, "run the ablation matrix (resumable), then write tables and figures")
+    p.add_argument("--config", default="experiments/ablations.yaml")
+    p.add_argument("--results", default="results")
+    p.add_argument("--base-model", default=None, help="model directory for every cell (default: the matrix's)")
+    p.add_argument("--quick", action="store_true", help="the QUICK variant: one seed, smaller evaluation")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
+    p = add("figures", cmd_figures, "rebuild tables and figures from the results store, without running anything")
+    p.add_argument("--results", default="results")
+    p = add("tune", cmd_tune, "Optuna search over HiFICL's n and r (persistent, multi-worker)")
+    with_config(p)
+    p.set_defaults(config="experiments/tune.yaml")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite under results/tune) or journal:PATH")
+    p.add_argument("--n-trials", type=int, default=None)
 
     p = add("check", cmd_check, "report what a model directory and a data root contain, without training")
     p.add_argument("--model")

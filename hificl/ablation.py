@@ -1,0 +1,134 @@
+"""The ablation matrix: declared in YAML, expanded into cells with stable ids, run resumably, summarised.
+
+A cell is (group, variant, task, seed). Its experiment config is the matrix defaults, then the variant's
+settings, then task/seed/model; the run id is the hash of that resolved config, so cells that mean the same
+experiment (the rank sweep's r=8 and the main table's HiFICL) share one run. Finished runs and cells are
+files in the results store; re-running skips them, and a run killed at any moment resumes where it was.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from hificl.config import deep_merge, read_yaml, to_dict
+from hificl.errors import ConfigError
+from hificl.results import ResultsStore, stable_id
+
+VOLATILE = ("progress", "output_dir")  # settings that do not change a result
+
+
+@dataclass(frozen=True)
+class Cell:
+    group: str
+    variant: str
+    task: str
+    seed: int
+    values: dict[str, Any]
+    run_id: str
+    cell_id: str
+
+
+def _resolved(values: dict[str, Any]) -> dict[str, Any]:
+    from hificl.experiment import experiment_config
+
+    resolved = to_dict(experiment_config(values))
+    return {k: v for k, v in resolved.items() if k not in VOLATILE}
+
+
+def expand_matrix(spec: dict[str, Any], *, quick: bool = False, model: str | None = None) -> list[Cell]:
+    """Every cell of the matrix, in declaration order."""
+    for key in ("tasks", "groups"):
+        if key not in spec:
+            raise ConfigError(f"The ablation matrix lacks its {key!r} section.")
+    defaults = deep_merge(spec.get("defaults", {}), spec.get("quick", {}).get("defaults", {}) if quick else {})
+    seeds = spec.get("quick", {}).get("seeds", spec.get("seeds", [0])) if quick else spec.get("seeds", [0])
+    cells = []
+    for group, body in spec["groups"].items():
+        tasks = body.get("tasks", spec["tasks"])
+        for variant, settings in body["variants"].items():
+            for task in tasks:
+                for seed in seeds:
+                    values = deep_merge(defaults, settings or {})
+                    values = deep_merge(values, {"data": {"task": task}, "seed": seed, "progress": False})
+                    if model:
+                        values["model"] = model
+                    resolved = _resolved(values)
+                    run_id = stable_id(resolved)
+                    cell_id = stable_id({"group": group, "variant": variant, "run": run_id})
+                    cells.append(Cell(group, variant, task, seed, values, run_id, cell_id))
+    return cells
+
+
+def _run(values: dict[str, Any]) -> dict[str, Any]:
+    """Worker entry (module level, so spawned processes can import it)."""
+    import torch
+
+    from hificl.experiment import experiment_config, run_experiment
+
+    torch.set_num_threads(int(os.environ.get("HIFICL_THREADS", "1")))
+    return run_experiment(experiment_config(values))
+
+
+def run_matrix(
+    matrix: str | Path,
+    results: str | Path = "results",
+    *,
+    quick: bool = False,
+    model: str | None = None,
+    workers: int = 1,
+) -> list[dict[str, Any]]:
+    """Run every missing cell; return all cell rows. Progress: cells done / left and a time estimate."""
+    spec = read_yaml(matrix)
+    cells = expand_matrix(spec, quick=quick, model=model)
+    store = ResultsStore(Path(results) / ("quick" if quick else ""))
+    todo_cells = [c for c in cells if not store.has_cell(c.cell_id)]
+    runs: dict[str, dict[str, Any]] = {}
+    for cell in todo_cells:
+        if cell.run_id not in runs and store.run(cell.run_id) is None:
+            runs[cell.run_id] = cell.values
+    by_run: dict[str, list[Cell]] = {}
+    for cell in todo_cells:
+        by_run.setdefault(cell.run_id, []).append(cell)
+
+    def finish(run_id: str, row: dict[str, Any]) -> None:
+        for cell in by_run.get(run_id, []):
+            store.put_cell(
+                cell.cell_id,
+                {**row, "cell_id": cell.cell_id, "run_id": run_id, "group": cell.group, "variant": cell.variant},
+            )
+
+    for run_id in list(by_run):  # runs finished before a kill, whose cells were not all written yet
+        if run_id not in runs:
+            finish(run_id, store.run(run_id))
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo_cells), unit="cell", desc="ablations")
+    started = time.perf_counter()
+    jobs = list(runs.items())
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            results = pool.imap_unordered(_run_tagged, jobs)
+            for run_id, row in results:
+                store.put_run(run_id, row)
+                finish(run_id, row)
+                bar.update(len(by_run[run_id]))
+    else:
+        for run_id, values in jobs:
+            row = _run(values)
+            store.put_run(run_id, row)
+            finish(run_id, row)
+            bar.update(len(by_run[run_id]))
+    bar.close()
+    store.write_csv()
+    print(f"ablations: {len(cells)} cells ({len(jobs)} runs this time) in {time.perf_counter() - started:.0f} s")
+    return store.cell_rows()
+
+
+def _run_tagged(job: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    run_id, values = job
+    return run_id, _run(values)
