@@ -1,0 +1,186 @@
+"""Loading any supported LMM with its own processor, frozen, with its family and fingerprint.
+
+Configs are read before weights so that unsupported models (cross-attention LMMs, unknown families) fail in one
+sentence without allocating a model. Processors of video-capable families (Qwen2-VL, LLaVA-OneVision, SmolVLM)
+normally require torchvision for their video processor even when only images are used; without it they are
+built image-only (video_processor=None), which is all that image-text ICL needs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    PretrainedConfig,
+)
+from transformers.processing_utils import ProcessorMixin
+
+from hificl.errors import ModelError
+from hificl.models.families import Family, check_self_attention, family_for
+from hificl.models.fingerprint import model_fingerprint
+from hificl.models.layers import find_language_model
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A frozen LMM in eval mode, its own processor, its family and its fingerprint."""
+
+    model: nn.Module
+    processor: ProcessorMixin
+    family: Family
+    fingerprint: dict[str, Any]
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _hub_kwargs() -> dict[str, Any]:
+    return {"local_files_only": True} if _offline() else {}
+
+
+def resolve(name_or_path: str) -> str:
+    """A local directory as a path string, or a hub id; a path-like name that does not exist is an error."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelError(f"Model path {name_or_path} does not exist.")
+    return name_or_path
+
+
+def load_config(source: str) -> PretrainedConfig:
+    """The checkpoint's config; an unreadable directory or an uncached hub id is named in a ModelError."""
+    try:
+        return AutoConfig.from_pretrained(source, **_hub_kwargs())
+    except (OSError, ValueError) as error:
+        raise ModelError(f"Cannot read a model config from {source}: {_first_line(error)}") from error
+
+
+@contextmanager
+def _allow_missing_video_processor() -> Iterator[None]:
+    """ProcessorMixin type-checks every sub-processor; let an absent video processor through."""
+    check = ProcessorMixin.check_argument_for_proper_class
+
+    def lenient(self: ProcessorMixin, name: str, argument: Any) -> Any:
+        return None if argument is None and name == "video_processor" else check(self, name, argument)
+
+    ProcessorMixin.check_argument_for_proper_class = lenient
+    try:
+        yield
+    finally:
+        ProcessorMixin.check_argument_for_proper_class = check
+
+
+def video_free_processor(processor_class: type[ProcessorMixin], **kwargs: Any) -> ProcessorMixin:
+    """An instance of a video-capable processor class with no video processor (images and text only)."""
+    with _allow_missing_video_processor():
+        return processor_class(video_processor=None, **kwargs)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _image_only_processor(path: str, error: ImportError) -> ProcessorMixin:
+    """Build the checkpoint's processor class from its tokenizer and image processor, without a video processor."""
+    processor_dict, _ = ProcessorMixin.get_processor_dict(path, **_hub_kwargs())
+    processor_class = getattr(transformers, processor_dict.get("processor_class") or "", None)
+    if processor_class is None or "video_processor" not in processor_class.get_attributes():
+        raise ModelError(f"Cannot load the processor of {path}: {_first_line(error)}") from error
+    parts = {
+        "image_processor": AutoImageProcessor.from_pretrained(path, **_hub_kwargs()),
+        "tokenizer": AutoTokenizer.from_pretrained(path, **_hub_kwargs()),
+    }
+    extra = {k: v for k, v in processor_dict.items() if k not in ("processor_class", "auto_map", *parts)}
+    return video_free_processor(processor_class, **parts, **extra)
+
+
+def load_processor(path: str) -> ProcessorMixin:
+    """The model's own processor; image-only when its video processor needs torchvision and that is missing."""
+    try:
+        return AutoProcessor.from_pretrained(path, **_hub_kwargs())
+    except ImportError as error:
+        return _image_only_processor(path, error)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"Cannot load the processor of {path}: {_first_line(error)}") from error
+
+
+def load_model(
+    name_or_path: str, *, dtype: str = "auto", attn_implementation: str = "sdpa", device: str | None = None
+) -> LoadedModel:
+    """Load an LMM (local dir or cached hub id) frozen in eval mode, with its processor, family and fingerprint."""
+    if dtype not in DTYPES:
+        raise ModelError(f"Unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}.")
+    source = resolve(name_or_path)
+    config = load_config(source)
+    check_self_attention(config)
+    processor = load_processor(source)
+    family = family_for(config, processor)
+    model = AutoModelForImageTextToText.from_pretrained(
+        source, dtype=DTYPES[dtype], attn_implementation=attn_implementation, **_hub_kwargs()
+    )
+    if device is not None:
+        model = model.to(device)
+    model.eval().requires_grad_(False)
+    family.check_model(model)
+    return LoadedModel(model=model, processor=processor, family=family, fingerprint=model_fingerprint(model))
+
+
+def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[str, Any]:
+    """Dry run: what HiFICL would patch in this model, built on the meta device (no weights are read).
+
+    Attaches a real HiFICL(n, r) and reports the modules that received virtual tokens, so the report confirms
+    they are exactly the language model's self-attention layers and nothing in the vision tower.
+    """
+    from hificl.methods.registry import build_method
+
+    source = resolve(name_or_path)
+    config = load_config(source)
+    check_self_attention(config)
+    family = family_for(config, load_processor(source))
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, attn_implementation="sdpa")
+    lm = find_language_model(model)
+    shape = lm.shape
+    method = build_method("hificl", model, {"n_tokens": n_tokens, "rank": min(rank, shape.head_dim)}, seed=0)
+    method.attach(model)
+    touched = [name for name, m in model.named_modules() if "_virtual_kv" in m.__dict__]
+    expected = {id(m) for m in lm.attentions}
+    on_lm = sum(id(m) in expected for m in model.modules() if "_virtual_kv" in m.__dict__)
+    method.detach()
+    r = min(rank, shape.head_dim)
+    return {
+        "family": family.name,
+        "model_type": config.model_type,
+        "architecture": type(model).__name__,
+        "text_model_type": config.get_text_config(decoder=True).model_type,
+        "image_placeholder": family.image_placeholder,
+        "mrope": family.mrope,
+        "language_model_layers": shape.num_layers,
+        "patched_modules": len(touched),
+        "patched_outside_language_model": len(touched) - on_lm,
+        "first_patched": touched[0] if touched else None,
+        "num_heads": shape.num_heads,
+        "num_kv_heads": shape.num_kv_heads,
+        "head_dim": shape.head_dim,
+        "hidden_size": shape.hidden_size,
+        "hificl": {"n_tokens": n_tokens, "rank": r},
+        "hificl_params_formula": shape.num_layers * shape.num_heads * 2 * (n_tokens * r + r * shape.head_dim),
+        "hificl_params_method": method.num_trainable(),
+    }
