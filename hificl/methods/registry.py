@@ -11,9 +11,12 @@ from torch import nn
 from hificl.errors import ConfigError
 from hificl.methods.base import Method
 from hificl.methods.hificl import HiFICL
+from hificl.methods.live import LIVE
+from hificl.methods.lora import LoRA
+from hificl.methods.mimic import MimIC
 from hificl.models.layers import find_language_model
 
-METHODS: dict[str, type[Method]] = {HiFICL.name: HiFICL}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (HiFICL, MimIC, LIVE, LoRA)}
 
 
 def register(cls: type[Method]) -> type[Method]:
