@@ -141,7 +141,6 @@ def llava_onevision(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
     )
     processor = video_free_processor(
         LlavaOnevisionProcessor,
-        LlavaProcessor,
         image_processor=pixels,
         tokenizer=tok,
         num_image_tokens=4,
