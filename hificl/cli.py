@@ -101,11 +101,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from hificl.bench import random_llava, run_bench, summary
+
+    device = torch.device(args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    if args.model_config == "embedded":
+        from hificl.models.loading import load_model
+        from hificl.tiny import build_base_model
+
+        model = load_model(str(build_base_model(Path(args.base_model))), dtype=args.dtype).model.to(device)
+    else:
+        model = random_llava(args.model_config, device, dtype)
+    results = run_bench(model, out=args.out, prompt_len=args.prompt_len, repeats=args.repeats)
+    print(summary(results))
+    print(f"written: {args.out}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Dry run: what the package finds in a model directory and a data root, without training."""
     report: dict[str, Any] = {}
     if args.model:
-        from hificl.models.families import describe_model
+        from hificl.models.loading import describe_model
 
         report["model"] = describe_model(args.model)
     if args.data:
@@ -155,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--storage", help="Optuna storage URL (default sqlite under results/tune) or journal:PATH")
     p.add_argument("--n-trials", type=int, default=None)
+
+    p = add("bench", cmd_bench, "side-by-side timings and memory ratios (benchmarks, not tests)")
+    p.add_argument("--base-model", default="base-model")
+    p.add_argument("--model-config", choices=["embedded", "medium", "large"], default="embedded")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--prompt-len", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--out", default="results/bench.json")
 
     p = add("check", cmd_check, "report what a model directory and a data root contain, without training")
     p.add_argument("--model")

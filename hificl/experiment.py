@@ -28,7 +28,7 @@ from hificl.lightning.module import ICLApproxModule, TrainConfig
 from hificl.methods.io import load_method, save_method
 from hificl.methods.presets import resolve_preset
 from hificl.methods.registry import build_method
-from hificl.models.families import load_model
+from hificl.models.loading import load_model
 
 
 @dataclass
@@ -51,7 +51,7 @@ def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
     """Defaults < the preset's (lr, weight decay, shots) < the user's values."""
     preset = resolve_preset(values.get("preset", ExperimentConfig.preset))
     from_preset: dict[str, Any] = {
-        "train": {k: preset[k] for k in ("lr", "weight_decay") if k in preset},
+        "train": {k: preset[k] for k in ("lr", "weight_decay") if preset.get(k) is not None},
         "data": {"teacher_shots": preset.get("teacher_shots", 0), "eval_shots": preset.get("shots", 0)},
     }
     return from_dict(ExperimentConfig, deep_merge(from_preset, values), "experiment")
@@ -85,8 +85,12 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
     data_cfg = config.data
     if spec.synthetic and not data_cfg.data_root:
         data_cfg = DataConfig(**{**to_dict(data_cfg), "data_root": str(synthetic_root(config.model))})
+    family, processor = loaded.family, loaded.processor
     datamodule = ICLDataModule(
-        data_cfg, loaded.processor, image_token=loaded.family.image_token, to_inputs=loaded.to_inputs
+        data_cfg,
+        processor,
+        image_token=family.image_placeholder,
+        to_inputs=lambda texts, images: family.processor_inputs(processor, texts, images),
     )
     datamodule.setup()
     method = None

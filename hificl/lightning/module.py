@@ -27,6 +27,7 @@ from hificl.metrics.chair import CHAIR
 from hificl.metrics.cider import CIDEr
 from hificl.metrics.okvqa import OKVQAAccuracy
 from hificl.metrics.vqa import VQAAccuracy
+from hificl.models.families import position_ids
 
 
 @dataclass
@@ -48,6 +49,11 @@ class TrainConfig:
 
     def epochs_for(self, train_size: int) -> int:
         return self.epochs if self.epochs is not None else (5 if train_size >= 1000 else 10)
+
+
+def with_positions(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Left-padded rows get the positions generate() would give them (a bare forward counts the padding)."""
+    return {**inputs, "position_ids": position_ids(model, inputs)}
 
 
 class ICLApproxModule(L.LightningModule):
@@ -87,13 +93,17 @@ class ICLApproxModule(L.LightningModule):
         start = time.perf_counter()
         method = self.method
         needs_teacher = method is not None and method.needs_teacher
-        student = self.model(**batch.student.inputs, labels=batch.student.labels, output_hidden_states=needs_teacher)
+        student = self.model(
+            **with_positions(self.model, batch.student.inputs),
+            labels=batch.student.labels,
+            output_hidden_states=needs_teacher,
+        )
         teacher = None
         if needs_teacher:
             if batch.teacher is None:
                 raise TrainingError(f"{method.name} needs teacher rows: set teacher_shots > 0.")
             with torch.no_grad(), method.disabled():
-                teacher = self.model(**batch.teacher.inputs, output_hidden_states=True)
+                teacher = self.model(**with_positions(self.model, batch.teacher.inputs), output_hidden_states=True)
         losses = method.training_loss(student.loss, student, teacher, batch) if method else {"loss": student.loss}
         loss = losses["loss"]
         if not torch.isfinite(loss):

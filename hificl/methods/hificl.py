@@ -7,18 +7,23 @@ scales the real attention down. Ablations as the reference code does them:
 - full_rank_k: K_D is a free n x d matrix per head, ~ N(0, 0.01^2);
 - full_rank_v: V_D is a free n x d matrix per head, = 0;
 - scale_sa=False ("w/o SA scaling", alpha = 1): SA(q, K, V) + beta(q) V_D, beta still normalised by Z1 + Z2.
+Trained with the task cross-entropy alone; "+teacher" adds MimIC's layer-wise alignment to a teacher run with
+demonstrations (loss = CE + alignment).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from hificl.attention import VirtualTokens
 from hificl.errors import ConfigError
+from hificl.lightning.batch import TrainBatch
 from hificl.methods.base import VirtualTokenMethod
+from hificl.methods.losses import layerwise_alignment, require_teacher
 from hificl.models.layers import AttentionShape
 
 
@@ -63,7 +68,7 @@ class HiFICL(VirtualTokenMethod):
             self.v = nn.Parameter(torch.zeros(*size, d))
         else:
             self.v_a, self.v_b = normal(n, r, std=1.0), nn.Parameter(torch.zeros(*size[:2], r, d))
-        self.needs_teacher = config.teacher
+        self.needs_teacher = config.teacher  # type: ignore[misc]
 
     def keys(self, layer: int) -> torch.Tensor:
         return self.k[layer] if self.config.full_rank_k else self.k_a[layer] @ self.k_b[layer]
@@ -78,3 +83,10 @@ class HiFICL(VirtualTokenMethod):
             form="joint" if self.config.scale_sa else "unscaled",
             per_kv_head=self.config.per_kv_head,
         )
+
+    def training_loss(self, ce: torch.Tensor, student: Any, teacher: Any, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        if not self.config.teacher:
+            return {"loss": ce, "ce": ce}
+        require_teacher(batch, teacher, "HiFICL+teacher")
+        align = layerwise_alignment(student.hidden_states[1:], teacher.hidden_states[1:], batch)
+        return {"loss": ce + align, "ce": ce, "align": align}
