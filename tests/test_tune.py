@@ -1,0 +1,139 @@
+"""hificl.tuning: exact trial budget across worker processes, persistence, failures, pruning, outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hificl.config import read_yaml
+from hificl.errors import ConfigError
+from hificl.experiment import experiment_config
+from hificl.tuning import tune
+from hificl.tuning.objective import PruneOnValidation
+from hificl.tuning.storage import open_storage
+from tests.tune_objectives import FAILING_RANK, score, synthetic_objective
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "experiments" / "tune.yaml")
+N_TRIALS = 12
+
+
+def run(tmp_path: Path, storage: str, workers: int, **kwargs) -> dict:
+    overrides = [f"study.output_dir={tmp_path}/out", "search.n_tokens=[1,4,16]", "search.rank=[2,8,32]"]
+    return tune(CONFIG, overrides, workers=workers, storage=storage, objective_fn=synthetic_objective, **kwargs)
+
+
+def trials(storage: str, name: str = "hificl-syn-vqa") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_storage(storage)).trials
+
+
+def check_budget(storage: str, n: int) -> None:
+    done = trials(storage)
+    assert len(done) == n
+    assert sorted(t.number for t in done) == list(range(n))
+    assert all(t.state.is_finished() for t in done)
+    for t in done:
+        if t.params["rank"] == FAILING_RANK:
+            assert t.state == TrialState.FAIL
+            assert t.user_attrs["error"] == f"ConfigError: rank {FAILING_RANK} exceeds head_dim 16."
+        else:
+            assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        if t.state == TrialState.COMPLETE:
+            assert t.value == pytest.approx(score(t.params["n_tokens"], t.params["rank"]))
+
+
+def test_two_worker_processes_share_one_sqlite_budget_and_rerun_adds_nothing(tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    result = run(tmp_path, storage, workers=2, n_trials=N_TRIALS)
+    check_budget(storage, N_TRIALS)
+    states = {t.state for t in trials(storage)}
+    assert {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL} <= states
+    assert sum(result["trials"].values()) == N_TRIALS
+
+    again = run(tmp_path, storage, workers=2, n_trials=N_TRIALS)
+    assert again["trials"] == result["trials"]
+    check_budget(storage, N_TRIALS)
+
+    more = run(tmp_path, storage, workers=1, n_trials=N_TRIALS + 3)  # raising the total continues the study
+    check_budget(storage, N_TRIALS + 3)
+    assert sum(more["trials"].values()) == N_TRIALS + 3
+
+
+def test_best_yaml_is_a_runnable_experiment_config_with_the_best_n_and_r(tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    result = run(tmp_path, storage, workers=1, n_trials=8)
+    complete = [t for t in trials(storage) if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value)
+    assert result["best_value"] == pytest.approx(best.value)
+    assert result["best_params"] == best.params
+
+    config = experiment_config(read_yaml(result["best_yaml"]))
+    assert (config.method["n_tokens"], config.method["rank"]) == (best.params["n_tokens"], best.params["rank"])
+    assert config.preset == "hificl"
+    assert config.data.task == "syn-vqa"
+    assert config.data.eval_split is None  # `final` moved the final run off the validation split
+    assert config.validate is False
+    assert config.train.lr == pytest.approx(5e-3)  # lr not searched: the preset's
+
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} >= {"best.yaml", "trials.csv", "history.png", "importances.png"}
+    if importlib.util.find_spec("scipy"):
+        assert (out / "contour_n_tokens_rank.png").is_file()
+    else:
+        note = "contour_n_tokens_rank.png skipped: Optuna's plot_contour needs scipy (pip install scipy)."
+        assert result["notes"] == [note]
+    assert len((out / "trials.csv").read_text().strip().splitlines()) == 1 + 8
+
+
+def test_journal_storage_with_two_workers(tmp_path):
+    storage = f"journal:{tmp_path}/study.log"
+    run(tmp_path, storage, workers=2, n_trials=N_TRIALS)
+    check_budget(storage, N_TRIALS)
+
+
+def test_lr_search_is_log_uniform_and_reaches_best_yaml(tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    lr = ["search.lr={low: 1.0e-4, high: 1.0e-2}"]
+    overrides = [f"study.output_dir={tmp_path}/out", *lr]
+    result = tune(CONFIG, overrides, storage=storage, n_trials=4, objective_fn=synthetic_objective)
+    lrs = [t.params["lr"] for t in trials(storage)]
+    assert all(1e-4 <= v <= 1e-2 for v in lrs)
+    assert trials(storage)[0].distributions["lr"].log is True
+    if result["best_params"] is not None:
+        assert experiment_config(read_yaml(result["best_yaml"])).train.lr == pytest.approx(result["best_params"]["lr"])
+
+
+def test_pruning_callback_reports_each_epoch_and_prunes_below_the_median():
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=1)  # tune.yaml's warm-up
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for value in (0.6, 0.8):  # two finished trials: median 0.7 at epochs 0 and 1
+        earlier = study.ask()
+        earlier.report(value, step=0)
+        earlier.report(value, step=1)
+        study.tell(earlier, value)
+    trial = study.ask()
+    callback = PruneOnValidation(trial, "val/accuracy")
+
+    def trainer(epoch: int, metrics: dict[str, float]) -> SimpleNamespace:
+        return SimpleNamespace(sanity_checking=False, current_epoch=epoch, callback_metrics=metrics)
+
+    callback.on_validation_end(trainer(0, {"val/accuracy": 0.55}), None)  # below the median, but warm-up
+    assert study.trials[2].intermediate_values == {0: 0.55}
+    with pytest.raises(optuna.TrialPruned, match=r"epoch 1: val/accuracy = 0\.6500"):
+        callback.on_validation_end(trainer(1, {"val/accuracy": 0.65}), None)  # best so far 0.65 < 0.7
+    assert study.trials[2].intermediate_values == {0: 0.55, 1: 0.65}
+    with pytest.raises(ConfigError, match="no 'val/accuracy'"):
+        callback.on_validation_end(trainer(2, {"val/cider": 1.0}), None)
+
+
+def test_bad_settings_fail_with_one_sentence(tmp_path):
+    with pytest.raises(ConfigError, match=r"tune\.search\.rank must be a non-empty list"):
+        tune(CONFIG, ["search.rank=[]"], storage=f"sqlite:///{tmp_path}/x.db")
+    with pytest.raises(ConfigError, match=r"tune\.study\.pruner\.name must be one of"):
+        tune(CONFIG, ["study.pruner={name: hyperband}"], storage=f"sqlite:///{tmp_path}/x.db")
+    with pytest.raises(ConfigError, match="must be a database URL"):
+        tune(CONFIG, [], storage=f"{tmp_path}/x.db")
