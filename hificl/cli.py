@@ -72,7 +72,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from analysis import build_report
+    from analysis.report import build_report
     from hificl.ablation import run_matrix
 
     results = Path(args.results) / ("quick" if args.quick else "")
@@ -82,7 +82,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from analysis import build_report
+    from analysis.report import build_report
 
     _print_report(build_report(Path(args.results)), Path(args.results))
     return 0
