@@ -16,7 +16,7 @@ from hificl.experiment import experiment_config
 from hificl.tuning import tune
 from hificl.tuning.objective import PruneOnValidation
 from hificl.tuning.storage import open_storage
-from tests.tune_objectives import FAILING_RANK, score, synthetic_objective
+from tests.tune_objectives import FAILING_RANK, nan_objective, score, synthetic_objective
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "experiments" / "tune.yaml")
 N_TRIALS = 12
@@ -137,3 +137,22 @@ def test_bad_settings_fail_with_one_sentence(tmp_path):
         tune(CONFIG, ["study.pruner={name: hyperband}"], storage=f"sqlite:///{tmp_path}/x.db")
     with pytest.raises(ConfigError, match="must be a database URL"):
         tune(CONFIG, [], storage=f"{tmp_path}/x.db")
+
+
+def test_nan_metric_is_a_failed_trial_and_direction_cannot_change(tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    overrides = [f"study.output_dir={tmp_path}/out", "search.n_tokens=[1,4]", "search.rank=[8]"]
+    result = tune(CONFIG, overrides, storage=storage, n_trials=6, objective_fn=nan_objective)
+    done = trials(storage)
+    assert {t.params["n_tokens"] for t in done} == {1, 4}
+    for t in done:
+        if t.params["n_tokens"] == 1:
+            assert (t.state, t.user_attrs["error"]) == (
+                TrialState.FAIL,
+                "TrainingError: The objective returned nan for accuracy.",
+            )
+        else:
+            assert (t.state, t.value) == (TrialState.COMPLETE, pytest.approx(1.0))
+    assert result["best_params"] == {"n_tokens": 4, "rank": 8}
+    with pytest.raises(ConfigError, match="was created to maximize, not minimize"):
+        tune(CONFIG, [*overrides, "study.direction=minimize"], storage=storage, objective_fn=nan_objective)

@@ -32,3 +32,8 @@ def synthetic_objective(trial: optuna.Trial, values: dict[str, Any], metric: str
         if trial.should_prune():
             raise optuna.TrialPruned()
     return final
+
+
+def nan_objective(trial: optuna.Trial, values: dict[str, Any], metric: str) -> float:
+    """A diverged run: the metric comes back NaN for n = 1."""
+    return math.nan if values["method"]["n_tokens"] == 1 else score(values["method"]["n_tokens"], 8)
