@@ -6,8 +6,10 @@ import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from hificl.config import read_yaml
@@ -156,3 +158,50 @@ def test_nan_metric_is_a_failed_trial_and_direction_cannot_change(tmp_path):
     assert result["best_params"] == {"n_tokens": 4, "rank": 8}
     with pytest.raises(ConfigError, match="was created to maximize, not minimize"):
         tune(CONFIG, [*overrides, "study.direction=minimize"], storage=storage, objective_fn=nan_objective)
+
+
+class _Accuracies(L.LightningModule):
+    """Logs a scripted val/accuracy per epoch, the way ICLApproxModule logs its metric."""
+
+    def __init__(self, per_epoch: list[float]) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.per_epoch = per_epoch
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return (self.weight * batch).sum()
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        pass
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/accuracy", self.per_epoch[self.current_epoch])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_pruning_callback_stops_a_real_lightning_fit_after_the_epoch_it_falls_below_the_median():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(0, 1))
+    for curve in ([0.6, 0.6, 0.7, 0.7], [0.8, 0.8, 0.9, 0.9]):  # medians per epoch: 0.7, 0.7, 0.8, 0.8
+        earlier = study.ask()
+        for epoch, value in enumerate(curve):
+            earlier.report(value, step=epoch)
+        study.tell(earlier, curve[-1])
+    trial = study.ask()
+    data = torch.utils.data.DataLoader(torch.ones(4, 1), batch_size=2)
+    trainer = L.Trainer(
+        max_epochs=4,
+        callbacks=[PruneOnValidation(trial, "val/accuracy")],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
+    # epoch 0: warm-up; epoch 1: best 0.72 >= 0.7 goes on; epoch 2: best 0.72 < 0.8 is pruned
+    with pytest.raises(optuna.TrialPruned, match=r"epoch 2: val/accuracy = 0\.6500"):
+        trainer.fit(_Accuracies([0.5, 0.72, 0.65, 0.9]), data, data)
+    assert study.trials[2].intermediate_values == pytest.approx({0: 0.5, 1: 0.72, 2: 0.65})
+    assert trainer.current_epoch == 2
