@@ -151,6 +151,62 @@ def _flash_padding_mask(mask: torch.Tensor | None, n: int, bias: torch.Tensor | 
     return torch.cat([torch.ones(mask.shape[0], n, dtype=mask.dtype, device=mask.device), mask], dim=-1)
 
 
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _use_fused_inference(kernel: str, query: torch.Tensor, kwargs: dict[str, Any]) -> bool:
+    """Inference on CPU with sdpa: the fused causal kernel plus the virtual tokens' closed form (see below)."""
+    return (
+        kernel == "sdpa"
+        and _CPU_FLASH is not None
+        and query.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not kwargs.get("dropout")
+    )
+
+
+def _fused_inference(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    real_mask: torch.Tensor | None,
+    is_causal: bool,
+    tokens: VirtualTokens,
+    vk: torch.Tensor,
+    vv: torch.Tensor,
+    bias: torch.Tensor | None,
+    scaling: float | None,
+) -> torch.Tensor:
+    """The decomposition computed directly: SA and its log-sum-exp (log Z2) from torch's fused CPU kernel on the
+    real tokens alone (causal fast path, no copy of the KV cache), the n virtual logits in closed form, then
+
+        joint    = exp(log Z2 - log Z) SA + exp(s_D - log Z) V_D,   log Z = logaddexp(log Z2, log Z1)
+        unscaled = SA + exp(s_D - log Z) V_D.
+
+    The kernel's log-sum-exp carries no gradient, so training takes the concatenating path instead.
+    """
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    groups = query.shape[1] // key.shape[1]
+    key, value, vk, vv = (repeat_kv(t, groups) for t in (key, value, vk, vv))
+    float_mask = None
+    if real_mask is not None:
+        float_mask = torch.zeros(real_mask.shape, dtype=query.dtype, device=query.device)
+        float_mask = float_mask.masked_fill(~real_mask, float("-inf"))
+    causal = real_mask is None and is_causal and query.shape[2] > 1
+    out, lse = _CPU_FLASH(query, key, value, 0.0, causal, attn_mask=float_mask, scale=scaling)[:2]
+    if real_mask is not None:  # the kernel reports log Z2 = 0 for a row that sees no real key
+        lse = lse.masked_fill(~real_mask.any(-1).expand_as(lse), float("-inf"))
+    logits = torch.matmul(query, vk.transpose(-1, -2)).float() * scaling
+    if bias is not None:
+        logits = logits + bias.float().view(1, -1, 1, logits.shape[-1])
+    lse = lse.float()
+    total = torch.logaddexp(lse, torch.logsumexp(logits, -1))
+    virtual = torch.matmul(torch.exp(logits - total.unsqueeze(-1)).to(vv.dtype), vv)
+    if tokens.form == "joint":
+        out = out * torch.exp(lse - total).unsqueeze(-1).to(out.dtype)
+    return (out + virtual).transpose(1, 2).contiguous()
+
+
 def virtual_kv_attention(
     kernel: str,
     module: nn.Module,
@@ -185,6 +241,11 @@ def virtual_kv_attention(
         real_mask, key_cropped = _dense_mask(attention_mask, query, key, is_causal)
         value = value[:, :, : key_cropped.shape[2]]
         key = key_cropped
+        fused = real_mask is None or real_mask.dtype == torch.bool
+        if fused and _use_fused_inference(kernel, query, kwargs):
+            return _fused_inference(
+                query, key, value, real_mask, is_causal, tokens, vk, vv, bias, kwargs.get("scaling")
+            ), None
         virtual_mask = _prepend_to_mask(real_mask, n, bias, key.shape[2])
 
     joint, weights = base(view, query, torch.cat([vk, key], 2), torch.cat([vv, value], 2), virtual_mask, **kwargs)

@@ -136,3 +136,28 @@ def test_vision_tower_is_untouched() -> None:
     assert len(touched) == len(lm.layers)
     patch.remove()
     assert model.config.text_config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("form", ["joint", "unscaled"])
+@pytest.mark.parametrize("per_kv_head", [True, False])
+@pytest.mark.parametrize("masked", [True, False])
+def test_fused_inference_path_equals_the_concatenating_path(form: str, per_kv_head: bool, masked: bool) -> None:
+    """Inference on CPU takes the closed-form decomposition (fused kernel + log-sum-exp); training concatenates.
+    Both must give the same numbers, with GQA, padding, logit bias and both output forms."""
+    q, k, v, _, _, visible = _masked_inputs(2)
+    q, k, v = q.float(), k[:, :2].float(), v[:, :2].float()  # 4 query heads over 2 KV heads
+    g = torch.Generator().manual_seed(5)
+    heads = 2 if per_kv_head else 4
+    tokens = VirtualTokens(
+        torch.randn(heads, 3, 8, generator=g),
+        torch.randn(heads, 3, 8, generator=g),
+        logit_bias=torch.randn(heads, 3, generator=g),
+        form=form,
+        per_kv_head=per_kv_head,
+    )
+    module = _Head(2, tokens)
+    mask = visible if masked else None
+    concatenated, _ = virtual_kv_attention("sdpa", module, q, k, v, mask, scaling=8**-0.5)
+    with torch.no_grad():
+        fused, _ = virtual_kv_attention("sdpa", module, q, k, v, mask, scaling=8**-0.5)
+    assert (fused - concatenated.detach()).abs().max().item() < 1e-5
