@@ -238,14 +238,16 @@ def virtual_kv_attention(
     else:
         is_causal = kwargs.pop("is_causal", None)
         is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+        fused = attention_mask is None or attention_mask.dtype == torch.bool
+        if fused and _use_fused_inference(kernel, query, kwargs):
+            if attention_mask is None and is_causal and 1 < query.shape[2] < key.shape[2]:
+                key, value = key[:, :, : query.shape[2]], value[:, :, : query.shape[2]]  # as _dense_mask crops
+            return _fused_inference(
+                query, key, value, attention_mask, is_causal, tokens, vk, vv, bias, kwargs.get("scaling")
+            ), None
         real_mask, key_cropped = _dense_mask(attention_mask, query, key, is_causal)
         value = value[:, :, : key_cropped.shape[2]]
         key = key_cropped
-        fused = real_mask is None or real_mask.dtype == torch.bool
-        if fused and _use_fused_inference(kernel, query, kwargs):
-            return _fused_inference(
-                query, key, value, real_mask, is_causal, tokens, vk, vv, bias, kwargs.get("scaling")
-            ), None
         virtual_mask = _prepend_to_mask(real_mask, n, bias, key.shape[2])
 
     joint, weights = base(view, query, torch.cat([vk, key], 2), torch.cat([vv, value], 2), virtual_mask, **kwargs)
