@@ -94,7 +94,7 @@ def _print_report(report: dict[str, Any], results: Path) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from hificl.tune import tune
+    from hificl.tuning import tune
 
     best = tune(args.config, args.set, workers=args.workers, storage=args.storage, n_trials=args.n_trials)
     print(json.dumps(best, indent=2, default=str))
