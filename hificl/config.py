@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -13,6 +14,8 @@ import yaml
 from hificl.errors import ConfigError
 
 T = TypeVar("T")
+#: Exponent floats without a dot ("1e-3", "5E4") that PyYAML's YAML 1.1 resolver leaves as strings.
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -77,6 +80,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         return value
     if float in plain and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if float in plain and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string; every user means the number
     if isinstance(value, plain) and not (isinstance(value, bool) and bool not in plain and int in plain):
         return value
     names = " | ".join(getattr(a, "__name__", str(a)) for a in plain)

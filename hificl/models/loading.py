@@ -8,6 +8,7 @@ built image-only (video_processor=None), which is all that image-text ICL needs.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,10 +27,11 @@ from transformers import (
     AutoTokenizer,
     PretrainedConfig,
 )
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.processing_utils import ProcessorMixin
 
 from hificl.errors import ModelError
-from hificl.models.families import Family, check_self_attention, family_for
+from hificl.models.families import Family, check_self_attention, family_for, supported_types
 from hificl.models.fingerprint import model_fingerprint
 from hificl.models.layers import find_language_model
 
@@ -66,6 +68,7 @@ def resolve(name_or_path: str) -> str:
 
 def load_config(source: str) -> PretrainedConfig:
     """The checkpoint's config; an unreadable directory or an uncached hub id is named in a ModelError."""
+    _check_known_model_type(source)
     try:
         return AutoConfig.from_pretrained(source, **_hub_kwargs())
     except (OSError, ValueError) as error:
@@ -91,6 +94,23 @@ def video_free_processor(processor_class: type[ProcessorMixin], **kwargs: Any) -
     """An instance of a video-capable processor class with no video processor (images and text only)."""
     with _allow_missing_video_processor():
         return processor_class(video_processor=None, **kwargs)
+
+
+def _check_known_model_type(source: str) -> None:
+    """A local config.json whose model_type transformers does not know gets one sentence, not transformers' three."""
+    path = Path(source) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelError(f"{path} is not a readable JSON model config: {error}") from error
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if isinstance(model_type, str) and "auto_map" not in config and model_type not in CONFIG_MAPPING_NAMES:
+        raise ModelError(
+            f"{path} has model_type {model_type!r}, which transformers {transformers.__version__} does not know "
+            f"(supported families: {supported_types()})."
+        )
 
 
 def _first_line(error: Exception) -> str:
