@@ -1,1 +1,43 @@
-"""tiny"""
+"""The embedded tiny LMM: a LLaVA pretrained by the package on the synthetic benchmark, so that everything runs
+end to end without downloads. `build_base_model` is the one entry point the CLI needs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from hificl.tiny.card import evaluate
+from hificl.tiny.pretrain import INFO_FILE, PretrainConfig, pretrain
+
+CARD_FILE = "card.json"
+
+__all__ = ["CARD_FILE", "PretrainConfig", "build_base_model", "evaluate", "pretrain", "write_card"]
+
+
+def write_card(model_dir: Path, n_per_family: int = 100, seed: int = 0) -> dict:
+    """Evaluate the saved model and write MODEL_DIR/card.json (atomically); return the card."""
+    model_dir = Path(model_dir)
+    info = json.loads((model_dir / INFO_FILE).read_text())
+    card = {
+        "model": "tiny LLaVA (CLIP vision tower + Qwen2 decoder, GQA)",
+        "parameters": info["parameters"],
+        "pretrain_seconds": info["pretrain_seconds"],
+        "pretrain_steps": info["steps_done"],
+        "seed": info["key"]["seed"],
+        "eval": {"split": "val", "n_per_family": n_per_family, "metric": "exact match (caption: object set)"},
+        "accuracy": evaluate(model_dir, n_per_family=n_per_family, seed=seed),
+    }
+    tmp = model_dir / f".{CARD_FILE}.tmp"
+    tmp.write_text(json.dumps(card, indent=2))
+    os.replace(tmp, model_dir / CARD_FILE)
+    return card
+
+
+def build_base_model(out_dir: Path, seed: int = 0) -> Path:
+    """Pretrain the default tiny LMM into `out_dir` if it is not there yet, write and print its card."""
+    out_dir = pretrain(Path(out_dir), seed=seed)
+    card_path = out_dir / CARD_FILE
+    if not card_path.exists():
+        print(json.dumps(write_card(out_dir), indent=2))
+    return out_dir

@@ -1,0 +1,165 @@
+"""Pretraining episodes: interleaved image-text prompts built with `build_prompt`, exactly as methods see them.
+
+A VQA episode draws a fresh binding of the ambiguous surface questions to the families (colour, shape, count),
+so only its demonstrations tell which family a question asks for: this is what makes the model do ICL. Explicit
+perception questions and captions teach the vision tower; syn-OKVQA questions teach the text-only facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from hificl.data.prompts import IMAGE_PLACEHOLDER, Example, build_prompt, example_text
+from hificl.data.synthetic_scenes import COLOURS, MAX_OBJECTS, SHAPES, Scene, render, sample_scene
+from hificl.data.synthetic_tasks import (
+    AMBIGUOUS_QUESTIONS,
+    EXPLICIT_QUESTIONS,
+    OKVQA_QUESTIONS,
+    SHAPE_COUNT_QUESTION,
+    VQA_FAMILIES,
+    answer,
+    captions,
+)
+from hificl.tiny.model import pixel_values
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One prompt: kind, examples (the last is the query), their scenes and images (N, 32, 32, 3)."""
+
+    kind: str
+    examples: tuple[Example, ...]
+    scenes: tuple[Scene, ...]
+    images: np.ndarray
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Sampling weights of one curriculum stage; `batch_scale` multiplies the batch of short 0-shot stages."""
+
+    max_shots: int
+    explicit: float
+    vqa: float = 0.55
+    okvqa: float = 0.2
+    batch_scale: int = 1
+
+
+def curriculum(progress: float, max_shots: int = 8, warmup: float = 0.3) -> Mix:
+    """A vision warm-up (0-shot perception questions and captions, 4x batch, as cheap as one 8-shot batch), then
+    up to `max_shots` shots with mostly ambiguous questions whose binding only the demonstrations reveal."""
+    if progress < warmup:
+        return Mix(max_shots=0, explicit=0.8, vqa=0.6, okvqa=0.15, batch_scale=4)
+    return Mix(max_shots=max_shots, explicit=0.1, vqa=0.75, okvqa=0.1)
+
+
+def draw_shots(rng: np.random.Generator, mix: Mix) -> int:
+    """Geometric (mean ~3, capped at `max_shots`): short episodes are cheap and teach the binding as well."""
+    return 0 if mix.max_shots == 0 else min(int(rng.geometric(0.3)), mix.max_shots)
+
+
+class ScenePool:
+    """A fixed pool of rendered scenes drawn once from the seed: rendering per step would cost more than it adds."""
+
+    def __init__(self, rng: np.random.Generator, size: int) -> None:
+        self.scenes = [sample_scene(rng) for _ in range(size)]
+        self.images = np.stack([render(s) for s in self.scenes])
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[list[Scene], np.ndarray]:
+        idx = rng.integers(0, len(self.scenes), size=n)
+        return [self.scenes[i] for i in idx], self.images[idx]
+
+
+def _vqa_example(scene: Scene, rng: np.random.Generator, binding: dict[str, str], explicit: float) -> Example:
+    if rng.random() < explicit:
+        family = str(rng.choice([*EXPLICIT_QUESTIONS, *SHAPES]))
+        text = EXPLICIT_QUESTIONS.get(family) or SHAPE_COUNT_QUESTION.format(shape=family)
+        return Example(text, answer(scene, family))
+    text = str(rng.choice(AMBIGUOUS_QUESTIONS))
+    return Example(text, answer(scene, binding[text]))
+
+
+def sample_episode(pool: ScenePool, rng: np.random.Generator, shots: int, mix: Mix) -> Episode:
+    """One episode of `shots` demonstrations and a query, of a kind drawn from the mix."""
+    scenes, images = pool.draw(rng, shots + 1)
+    u = rng.random()
+    if u < mix.vqa:
+        binding = dict(zip(AMBIGUOUS_QUESTIONS, rng.permutation(VQA_FAMILIES), strict=True))
+        examples = [_vqa_example(s, rng, binding, mix.explicit) for s in scenes]
+        return Episode("vqa", tuple(examples), tuple(scenes), images)
+    if u < mix.vqa + mix.okvqa:
+        families = rng.choice(list(OKVQA_QUESTIONS), size=len(scenes))
+        examples = [Example(OKVQA_QUESTIONS[f], answer(s, str(f))) for s, f in zip(scenes, families, strict=True)]
+        return Episode("vqa", tuple(examples), tuple(scenes), images)
+    return Episode("caption", tuple(Example("", captions(s, rng)[0]) for s in scenes), tuple(scenes), images)
+
+
+CELL_CLASSES = (len(SHAPES) + 1, len(COLOURS) + 1, 3)
+
+
+def cell_labels(scenes: list[Scene]) -> torch.Tensor:
+    """(N, 4, 3) per-cell targets (shape, colour, size; 0 = empty) for the auxiliary perception loss.
+
+    Cell i is vision patch i: both are in row-major order over the 2x2 grid.
+    """
+    labels = torch.zeros(len(scenes), MAX_OBJECTS, 3, dtype=torch.long)
+    colours = list(COLOURS)
+    for i, scene in enumerate(scenes):
+        for obj in scene.objects:
+            size = 1 if obj.size == "large" else 2
+            labels[i, obj.cell] = torch.tensor([SHAPES.index(obj.shape) + 1, colours.index(obj.colour) + 1, size])
+    return labels
+
+
+def episode_text(episode: Episode, image_tokens: int) -> tuple[str, list[tuple[int, int]]]:
+    """The training text (prompt + " " + answer; eos added by the caller) and the character spans of every
+    target (demonstrations' and the query's), with each `<image>` expanded as the processor expands it."""
+    *demos, query = episode.examples
+    prompt = build_prompt(episode.kind, query, demos)
+    text = f"{prompt} {query.target}"
+    spans, start = [], 0
+    for example in episode.examples:
+        part = example_text(episode.kind, example)
+        start = text.index(part, start) + len(part)
+        spans.append((start - len(example.target or ""), start))
+    expanded = text.replace(IMAGE_PLACEHOLDER, IMAGE_PLACEHOLDER * image_tokens)
+    shift = len(IMAGE_PLACEHOLDER) * (image_tokens - 1)
+    out = []
+    for a, b in spans:
+        n_before = text[:a].count(IMAGE_PLACEHOLDER)
+        out.append((a + n_before * shift, b + n_before * shift))
+    return expanded, out
+
+
+def collate(
+    episodes: list[Episode], tokenizer: PreTrainedTokenizerFast, image_tokens: int, query_only: bool = False
+) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask, pixel values and labels (-100 except target tokens and eos)."""
+    texts, spans = zip(*(episode_text(e, image_tokens) for e in episodes), strict=True)
+    enc = tokenizer(list(texts), return_offsets_mapping=True, add_special_tokens=False)
+    length = max(len(ids) for ids in enc["input_ids"]) + 1
+    ids = torch.full((len(texts), length), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    mask = torch.zeros_like(ids)
+    for i, (row, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):
+        n = len(row)
+        ids[i, :n] = torch.tensor(row)
+        ids[i, n] = tokenizer.eos_token_id
+        mask[i, : n + 1] = 1
+        labels[i, n] = tokenizer.eos_token_id
+        wanted = spans[i][-1:] if query_only else spans[i]
+        for j, (a, b) in enumerate(offsets):
+            if any(a >= lo and b <= hi for lo, hi in wanted):
+                labels[i, j] = row[j]
+    images = np.concatenate([e.images for e in episodes])
+    cells = cell_labels([s for e in episodes for s in e.scenes])
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": pixel_values(images),
+        "labels": labels,
+        "cell_labels": cells,
+    }
