@@ -49,7 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hificl.experiment import run_experiment
 
     row = run_experiment(_experiment(args))
-    print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "num_trainable", "train_time_s")}))
+    if row["global_rank"] == 0:
+        print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "num_trainable", "train_time_s")}))
     return 0
 
 
@@ -58,7 +59,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     forced = {"adapter": args.adapter} if args.adapter else {}
     row = run_experiment(_experiment(args, **forced))
-    print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "eval_ms_per_sample")}))
+    if row["global_rank"] == 0:
+        print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "eval_ms_per_sample")}))
     return 0
 
 
@@ -96,7 +98,8 @@ def _print_report(report: dict[str, Any], results: Path) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     from hificl.tuning import tune
 
-    best = tune(args.config, args.set, workers=args.workers, storage=args.storage, n_trials=args.n_trials)
+    sets = [*args.set, *([f"experiment.model={args.base_model}"] if args.base_model else [])]
+    best = tune(args.config, sets, workers=args.workers, storage=args.storage, n_trials=args.n_trials)
     print(json.dumps(best, indent=2, default=str))
     return 0
 
@@ -175,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--storage", help="Optuna storage URL (default sqlite under results/tune) or journal:PATH")
     p.add_argument("--n-trials", type=int, default=None)
+    p.add_argument("--base-model", default=None, help="model directory every trial trains on")
 
     p = add("bench", cmd_bench, "side-by-side timings and memory ratios (benchmarks, not tests)")
     p.add_argument("--base-model", default="base-model")

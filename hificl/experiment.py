@@ -74,6 +74,19 @@ def _digest(ids: list[int]) -> str:
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
 
 
+def gather_predictions(predictions: list[dict[str, Any]], world_size: int) -> list[dict[str, Any]]:
+    """Every rank's predictions, once each (a DistributedSampler pads uneven sets with repeats)."""
+    if world_size <= 1:
+        return predictions
+    gathered: list[list[dict[str, Any]]] = [[] for _ in range(world_size)]
+    torch.distributed.all_gather_object(gathered, predictions)
+    unique: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for part in gathered:
+        for p in part:
+            unique.setdefault((p.get("question_id"), p.get("image_id")), p)
+    return list(unique.values())
+
+
 def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train (if the preset has a method) and evaluate; the returned row carries config, seed, versions,
     model fingerprint, metrics and timings."""
@@ -125,12 +138,16 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
         deterministic=False,
     )
     train_time = 0.0
-    if method is not None and not config.adapter:
-        start = time.perf_counter()
-        val = datamodule.val_dataloader() if config.validate else None
-        trainer.fit(module, train_dataloaders=datamodule.train_dataloader(), val_dataloaders=val)
-        train_time = time.perf_counter() - start
-    trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
+    try:
+        if method is not None and not config.adapter:
+            start = time.perf_counter()
+            val = datamodule.val_dataloader() if config.validate else None
+            trainer.fit(module, train_dataloaders=datamodule.train_dataloader(), val_dataloaders=val)
+            train_time = time.perf_counter() - start
+        trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
+    finally:  # a pruned or failed trial must leave the model as it found it
+        if method is not None:
+            method.detach()
     row = {
         "task": spec.name,
         "preset": config.preset,
@@ -158,13 +175,15 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
             "python": platform.python_version(),
         },
     }
+    row["global_rank"] = trainer.global_rank
     if config.output_dir:
-        out = Path(config.output_dir)
-        if method is not None:
-            save_method(method, out / "method", loaded.model, extra={"preset": config.preset, "task": spec.name})
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "predictions.json").write_text(json.dumps(module.predictions, indent=1))
-        (out / "result.json").write_text(json.dumps(row, indent=2))
-    if method is not None:
-        method.detach()
+        predictions = gather_predictions(module.predictions, trainer.world_size)
+        if trainer.is_global_zero:
+            out = Path(config.output_dir)
+            if method is not None:
+                save_method(method, out / "method", loaded.model, extra={"preset": config.preset, "task": spec.name})
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "predictions.json").write_text(json.dumps(predictions, indent=1))
+            (out / "result.json").write_text(json.dumps(row, indent=2))
+        trainer.strategy.barrier()
     return row

@@ -38,6 +38,7 @@ def save_method(method: Method, directory: str | Path, model: nn.Module, extra: 
         **(extra or {}),
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the renamed adapter directory should not be
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in method.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS))
