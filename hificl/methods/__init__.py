@@ -1,8 +1,8 @@
 """Every method as trainable parameters plus the way they attach to a frozen LMM.
 
-    method = build_method("hificl", model, {"n_tokens": 8, "rank": 8}, seed=0)
-    method.attach(model)            # virtual tokens in every language-model attention head
-    save_method(method, "adapter", model);  load_method("adapter", model)
+method = build_method("hificl", model, {"n_tokens": 8, "rank": 8}, seed=0)
+method.attach(model)            # virtual tokens in every language-model attention head
+save_method(method, "adapter", model);  load_method("adapter", model)
 """
 
 from hificl.methods.base import Method, VirtualTokenMethod
