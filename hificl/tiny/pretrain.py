@@ -35,7 +35,7 @@ class PretrainConfig:
     warmup: int = 30
     weight_decay: float = 0.01
     max_shots: int = 8
-    vision_warmup: float = 0.25
+    vision_warmup: float = 0.2
     pool_size: int = 8000
     query_only: bool = False
     aux_weight: float = 1.0
