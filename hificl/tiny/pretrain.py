@@ -84,9 +84,9 @@ def pretrain(out_dir: Path, seed: int = 0, max_minutes: float = 9.0, config: Pre
         betas=(0.9, 0.98),
     )
     base_lrs = [config.vision_lr, config.lr]
-    # Auxiliary per-cell perception probe on the projector output (what the LM reads); discarded after training.
-    probe = torch.nn.Linear(config.model.hidden, sum(CELL_CLASSES))
-    vision += list(probe.parameters())
+    # Auxiliary per-cell perception loss through a FROZEN random linear readout of the projector output (what the
+    # LM reads): the vision tower must make each cell's shape, colour and size linearly decodable. Discarded after.
+    probe = torch.nn.Linear(config.model.hidden, sum(CELL_CLASSES)).requires_grad_(False)
     captured: list[torch.Tensor] = []
     hook = model.model.multi_modal_projector.register_forward_hook(lambda _m, _i, out: captured.append(out))
     n_image = image_tokens(config.model)
