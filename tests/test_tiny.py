@@ -31,7 +31,7 @@ FAMILY_WORDS = {"colour": set(COLOURS), "shape": set(SHAPES), "count": {"1", "2"
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pretrain(tmp_path_factory.mktemp("tiny") / "model", seed=0, max_minutes=0.75, config=SMALL)
+    return pretrain(tmp_path_factory.mktemp("tiny") / "model", seed=0, max_minutes=1.0, config=SMALL)
 
 
 def test_saved_dir_loads_like_a_downloaded_model(small_model: Path) -> None:
@@ -52,10 +52,10 @@ def test_saved_dir_loads_like_a_downloaded_model(small_model: Path) -> None:
 
 def test_pretraining_is_cached(small_model: Path) -> None:
     stamp = (small_model / "model.safetensors").stat().st_mtime_ns
-    assert pretrain(small_model, seed=0, max_minutes=0.75, config=SMALL) == small_model
+    assert pretrain(small_model, seed=0, max_minutes=1.0, config=SMALL) == small_model
     assert (small_model / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="other than this pretraining run"):
-        pretrain(small_model, seed=1, max_minutes=0.75, config=SMALL)
+        pretrain(small_model, seed=1, max_minutes=1.0, config=SMALL)
 
 
 def _family_mass(model_dir: Path, shots: int) -> float:
