@@ -48,9 +48,13 @@ class ExperimentConfig:
 
 
 def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
-    """Defaults < the preset's (lr, weight decay, shots) < the user's values."""
+    """Defaults < the preset's (method settings, lr, weight decay, shots) < the user's values.
+
+    The method settings are resolved in full, so configs that mean the same experiment are equal (the rank
+    sweep's r=8 is the main table's HiFICL) and every result row names each setting it ran with."""
     preset = resolve_preset(values.get("preset", ExperimentConfig.preset))
     from_preset: dict[str, Any] = {
+        "method": preset.get("config", {}),
         "train": {k: preset[k] for k in ("lr", "weight_decay") if preset.get(k) is not None},
         "data": {"teacher_shots": preset.get("teacher_shots", 0), "eval_shots": preset.get("shots", 0)},
     }

@@ -231,3 +231,14 @@ def test_build_report_index(report: dict[str, Any]) -> None:
     empty = build_report(write_store(store.parent / "empty", []))
     assert empty["tables"] == [] and empty["figures"] == []
     assert "figure chair" in empty["skipped"] and "table main" in empty["skipped"]
+
+
+def test_benchmark_figure_is_a_png_of_the_requested_images(tmp_path: Path) -> None:
+    from analysis.benchmark_figure import write_benchmark_figure
+
+    path = write_benchmark_figure(tmp_path / "b.png", n_images=2, columns=2)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    width, height = Image.open(path).size
+    assert width > height  # one row of two panels

@@ -125,7 +125,7 @@ def pretrain(out_dir: Path, seed: int = 0, max_minutes: float = 9.5, config: Pre
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         losses.append(lm_loss.item())
-        aux_losses.append(float(aux))
+        aux_losses.append(aux.item())
         if step % 10 == 0:
             bar.set_postfix(
                 loss=f"{np.mean(losses[-20:]):.3f}", aux=f"{np.mean(aux_losses[-20:]):.3f}", shots=mix.max_shots
