@@ -30,10 +30,10 @@ def _experiment(args: argparse.Namespace, **forced: Any) -> Any:
 def cmd_base_model(args: argparse.Namespace) -> int:
     from hificl.data.synthetic import export_benchmark
     from hificl.experiment import synthetic_root
-    from hificl.tiny import build_base_model
+    from hificl.tiny import DEFAULT_SEED, build_base_model
 
-    out = build_base_model(Path(args.out), seed=args.seed)
-    export_benchmark(synthetic_root(out), seed=args.seed)
+    out = build_base_model(Path(args.out), seed=DEFAULT_SEED if args.seed is None else args.seed)
+    export_benchmark(synthetic_root(out), seed=args.benchmark_seed)
     print(f"base model: {out}\nbenchmark:  {synthetic_root(out)}")
     return 0
 
@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("base-model", cmd_base_model, "pretrain the embedded tiny LMM and export its benchmark (cached)")
     p.add_argument("--out", default="base-model")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="pretraining seed (default: hificl.tiny.DEFAULT_SEED)")
+    p.add_argument("--benchmark-seed", type=int, default=0, help="seed of the exported synthetic benchmark")
 
     with_config(add("train", cmd_train, "train a method and evaluate it"))
     p = add("evaluate", cmd_evaluate, "evaluate zero-shot, k-shot ICL or a saved method")

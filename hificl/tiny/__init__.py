@@ -11,8 +11,11 @@ from hificl.tiny.card import evaluate
 from hificl.tiny.pretrain import INFO_FILE, PretrainConfig, pretrain
 
 CARD_FILE = "card.json"
+#: The default pretraining seed. With seed 0 the same recipe did not develop ICL within the budget (see
+#: docs/embedded-default.md: ICL emergence in ten CPU minutes is seed-dependent); seed 1 did.
+DEFAULT_SEED = 1
 
-__all__ = ["CARD_FILE", "PretrainConfig", "build_base_model", "evaluate", "pretrain", "write_card"]
+__all__ = ["CARD_FILE", "DEFAULT_SEED", "PretrainConfig", "build_base_model", "evaluate", "pretrain", "write_card"]
 
 
 def write_card(model_dir: Path, n_per_family: int = 100, seed: int = 0) -> dict:
@@ -34,7 +37,7 @@ def write_card(model_dir: Path, n_per_family: int = 100, seed: int = 0) -> dict:
     return card
 
 
-def build_base_model(out_dir: Path, seed: int = 0) -> Path:
+def build_base_model(out_dir: Path, seed: int = DEFAULT_SEED) -> Path:
     """Pretrain the default tiny LMM into `out_dir` if it is not there yet, write and print its card."""
     out_dir = pretrain(Path(out_dir), seed=seed)
     card_path = out_dir / CARD_FILE

@@ -46,14 +46,20 @@ class Mix:
     vqa: float = 0.55
     okvqa: float = 0.2
     batch_scale: int = 1
+    max_asked: int = len(AMBIGUOUS_QUESTIONS)
 
 
-def curriculum(progress: float, max_shots: int = 8, warmup: float = 0.3) -> Mix:
+def curriculum(progress: float, max_shots: int = 8, warmup: float = 0.3, copy_phase: float = 0.0) -> Mix:
     """A vision warm-up (0-shot perception questions and captions, 4x batch, as cheap as one 8-shot batch), then
-    up to `max_shots` shots with mostly ambiguous questions whose binding only the demonstrations reveal."""
+    up to `max_shots` shots with mostly ambiguous questions whose binding only the demonstrations reveal.
+
+    For the first `copy_phase` of the run after the warm-up, a VQA episode asks ONE ambiguous question: copying
+    the demonstrations' answer family is then enough, and that circuit forms first; matching the query to its
+    own demonstrations among mixed ones comes after, on top of it."""
     if progress < warmup:
         return Mix(max_shots=0, explicit=0.8, vqa=0.6, okvqa=0.15, batch_scale=4)
-    return Mix(max_shots=max_shots, explicit=0.05, vqa=0.8, okvqa=0.08)
+    asked = 1 if progress < warmup + copy_phase else len(AMBIGUOUS_QUESTIONS)
+    return Mix(max_shots=max_shots, explicit=0.05, vqa=0.8, okvqa=0.08, max_asked=asked)
 
 
 def draw_shots(rng: np.random.Generator, mix: Mix) -> int:
@@ -91,7 +97,7 @@ def sample_episode(pool: ScenePool, rng: np.random.Generator, shots: int, mix: M
         # An episode asks 1 to 3 of the ambiguous questions: with one, copying the demonstrations' answer family
         # suffices (the easy signal that starts ICL); with more, the query must be matched to its demonstrations.
         binding = dict(zip(AMBIGUOUS_QUESTIONS, rng.permutation(VQA_FAMILIES), strict=True))
-        asked = rng.permutation(AMBIGUOUS_QUESTIONS)[: int(rng.integers(1, len(AMBIGUOUS_QUESTIONS) + 1))]
+        asked = rng.permutation(AMBIGUOUS_QUESTIONS)[: int(rng.integers(1, mix.max_asked + 1))]
         binding = {str(q): binding[str(q)] for q in asked}
         examples = [_vqa_example(s, rng, binding, mix.explicit) for s in scenes]
         return Episode("vqa", tuple(examples), tuple(scenes), images)

@@ -28,7 +28,7 @@ class PretrainConfig:
     """Optimisation settings; with the architecture and the seed they form the cache key."""
 
     model: TinyConfig = field(default_factory=TinyConfig)
-    steps: int = 1200
+    steps: int = 2000
     batch_size: int = 32
     lr: float = 2e-3
     vision_lr: float = 4e-3
@@ -36,6 +36,7 @@ class PretrainConfig:
     weight_decay: float = 0.01
     max_shots: int = 8
     vision_warmup: float = 0.2
+    copy_phase: float = 0.25
     pool_size: int = 8000
     query_only: bool = False
     aux_weight: float = 1.0
@@ -104,7 +105,7 @@ def pretrain(out_dir: Path, seed: int = 0, max_minutes: float = 9.5, config: Pre
         if time.monotonic() - start > 60 * max_minutes:
             break
         progress = step / config.steps
-        mix = curriculum(progress, config.max_shots, config.vision_warmup)
+        mix = curriculum(progress, config.max_shots, config.vision_warmup, config.copy_phase)
         shots = draw_shots(rng, mix)
         batch = collate(
             [sample_episode(pool, rng, shots, mix) for _ in range(config.batch_size * mix.batch_scale)],
