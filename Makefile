@@ -32,7 +32,7 @@ test: $(STAMP)
 base-model: $(BASE)/card.json
 
 # Pretrains the tiny LMM (<= 10 min on 2 cores) and exports the benchmark beside it; cached by the card file.
-$(BASE)/card.json: $(STAMP)
+$(BASE)/card.json: | $(STAMP)
 	$(BIN)/hificl base-model --out $(BASE)
 
 ablations: $(BASE)/card.json

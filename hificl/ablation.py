@@ -73,7 +73,18 @@ def _run(values: dict[str, Any]) -> dict[str, Any]:
     from hificl.experiment import experiment_config, run_experiment
 
     torch.set_num_threads(int(os.environ.get("HIFICL_THREADS", "1")))
+    quiet_worker()
     return run_experiment(experiment_config(values))
+
+
+def quiet_worker() -> None:
+    """The matrix shows one progress bar: silence per-run loading bars and Lightning's per-fit notices."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
 def run_matrix(

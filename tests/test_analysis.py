@@ -233,12 +233,13 @@ def test_build_report_index(report: dict[str, Any]) -> None:
     assert "figure chair" in empty["skipped"] and "table main" in empty["skipped"]
 
 
-def test_benchmark_figure_is_a_png_of_the_requested_images(tmp_path: Path) -> None:
-    from analysis.benchmark_figure import write_benchmark_figure
 
-    path = write_benchmark_figure(tmp_path / "b.png", n_images=2, columns=2)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_benchmark_figure_is_a_png_of_the_requested_images(tmp_path: Path) -> None:
     from PIL import Image
 
+    from hificl.data.synthetic_figure import plot_benchmark
+
+    path = plot_benchmark(tmp_path / "b.png", n=3)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = Image.open(path).size
-    assert width > height  # one row of two panels
+    assert width > height  # one row of three panels

@@ -26,9 +26,10 @@ from hificl.data.synthetic_tasks import (
     captions,
     ten_answers,
 )
+from hificl.metrics.okvqa import stem_answer
 
 MANIFEST = "hificl_dataset.json"
-VERSION = 1
+VERSION = 2  # 2: syn-OKVQA answers stored stemmed beside raw_answer, as the OK-VQA release does
 SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 1, "val": 2}
 _IMAGE_ID_BASE = {"train": 100_000, "val": 500_000}
@@ -90,7 +91,15 @@ def image_filename(split: str, image_id: int) -> str:
     return f"COCO_{split}2014_{image_id:012d}.png"
 
 
-def _vqa_files(split: SyntheticSplit, items: tuple[SynQuestion, ...], name: str) -> tuple[dict, dict]:
+def _answer(i: int, raw: str, stem: bool) -> dict[str, Any]:
+    """One of the 10 answers; OK-VQA's release stores the stemmed answer beside the raw one (its evaluation stems
+    predictions and compares them with the stemmed answers)."""
+    if not stem:
+        return {"answer": raw, "answer_confidence": "yes", "answer_id": i + 1}
+    return {"answer": stem_answer(raw), "raw_answer": raw, "answer_confidence": "yes", "answer_id": i + 1}
+
+
+def _vqa_files(split: SyntheticSplit, items: tuple[SynQuestion, ...], name: str, stem: bool) -> tuple[dict, dict]:
     common = {"info": {"description": f"hificl synthetic {name}", "version": VERSION}, "license": {"name": "CC0"}}
     subset = {"task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": f"{split.split}2014"}
     questions = [{"image_id": q.image_id, "question": q.question, "question_id": q.question_id} for q in items]
@@ -101,7 +110,7 @@ def _vqa_files(split: SyntheticSplit, items: tuple[SynQuestion, ...], name: str)
             "question_type": q.family,
             "answer_type": q.answer_type,
             "multiple_choice_answer": q.answer,
-            "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(q.answers)],
+            "answers": [_answer(i, a, stem) for i, a in enumerate(q.answers)],
         }
         for q in items
     ]
@@ -201,10 +210,10 @@ def export_benchmark(root: Path, seed: int = 0, n_train_images: int = 2000, n_va
             for image_id, image in zip(split.image_ids, split.images, strict=True):
                 Image.fromarray(image).save(folder / image_filename(split.split, image_id), compress_level=1)
             s = split.split
-            vq, va = _vqa_files(split, split.vqa, "syn-VQA")
+            vq, va = _vqa_files(split, split.vqa, "syn-VQA", stem=False)
             _write_json(tmp / "vqav2" / f"v2_OpenEnded_mscoco_{s}2014_questions.json", vq)
             _write_json(tmp / "vqav2" / f"v2_mscoco_{s}2014_annotations.json", va)
-            oq, oa = _vqa_files(split, split.okvqa, "syn-OKVQA")
+            oq, oa = _vqa_files(split, split.okvqa, "syn-OKVQA", stem=True)
             _write_json(tmp / "okvqa" / f"OpenEnded_mscoco_{s}2014_questions.json", oq)
             _write_json(tmp / "okvqa" / f"mscoco_{s}2014_annotations.json", oa)
             _write_json(tmp / "coco" / "annotations" / f"instances_{s}2014.json", _instances(split))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,9 @@ from hificl.metrics.cider import CIDEr
 from hificl.metrics.okvqa import OKVQAAccuracy
 from hificl.metrics.vqa import VQAAccuracy
 from hificl.models.families import position_ids
+
+# The frozen LMM is in eval mode on purpose (no dropout in the teacher or the student); Lightning warns about it.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 @dataclass
