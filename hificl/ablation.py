@@ -99,6 +99,9 @@ def run_matrix(
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
     store = ResultsStore(Path(results) / ("quick" if quick else ""))
+    retired = store.retire_cells({c.cell_id for c in cells})
+    if retired:
+        print(f"ablations: {retired} cell(s) of an earlier matrix moved to {store.root / 'stale'}")
     todo_cells = [c for c in cells if not store.has_cell(c.cell_id)]
     runs: dict[str, dict[str, Any]] = {}
     for cell in todo_cells:

@@ -56,6 +56,18 @@ class ResultsStore:
     def put_cell(self, cell_id: str, row: dict[str, Any]) -> None:
         atomic_write_text(self.cells / f"{cell_id}.json", json.dumps(row, indent=1, sort_keys=True, default=str))
 
+    def retire_cells(self, keep: set[str]) -> int:
+        """Move cells that are not in `keep` (the current matrix) to stale/cells/, so tables describe the matrix
+        as it is now; their runs stay and are reused if the matrix asks for them again. Returns how many moved."""
+        moved = 0
+        for path in sorted(self.cells.glob("*.json")):
+            if path.stem not in keep:
+                target = self.root / "stale" / "cells" / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+                moved += 1
+        return moved
+
     def cell_rows(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted(self.cells.glob("*.json"))]
 

@@ -86,6 +86,13 @@ def test_rerun_skips_finished_cells_and_writes_cells_of_a_finished_run(tiny_worl
     again = run_matrix(matrix, tmp_path / "r", model=str(tiny_world / "model"))
     assert len(again) == 4
     assert {p.name: p.stat().st_mtime_ns for p in store.runs.glob("*.json")} == stamp
+    # a changed matrix: the cells it no longer holds leave the tables (kept under stale/), finished runs are reused
+    spec = yaml.safe_load(matrix.read_text())
+    del spec["groups"]["rank"]
+    matrix.write_text(yaml.safe_dump(spec))
+    assert len(run_matrix(matrix, tmp_path / "r", model=str(tiny_world / "model"))) == 2
+    assert len(list((tmp_path / "r" / "stale" / "cells").glob("*.json"))) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in store.runs.glob("*.json")} == stamp
 
 
 def _ablate(matrix: Path, results: Path, model: Path) -> subprocess.Popen[bytes]:
