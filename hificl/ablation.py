@@ -80,11 +80,14 @@ def _run(values: dict[str, Any]) -> dict[str, Any]:
 def quiet_worker() -> None:
     """The matrix shows one progress bar: silence per-run loading bars and Lightning's per-fit notices."""
     import logging
+    import warnings
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*no `val_dataloader`.*")  # validation is off unless asked for
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # raised inside Lightning
 
 
 def run_matrix(

@@ -50,15 +50,20 @@ class ExperimentConfig:
 def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
     """Defaults < the preset's (method settings, lr, weight decay, shots) < the user's values.
 
-    The method settings are resolved in full, so configs that mean the same experiment are equal (the rank
-    sweep's r=8 is the main table's HiFICL) and every result row names each setting it ran with."""
+    `data.seed` (training subset, demonstrations, shuffling) follows `seed` unless set; the evaluation subset has
+    its own `data.eval_seed`, so every seed is scored on the same questions. The method settings are resolved in
+    full, so configs that mean the same experiment are equal (the rank sweep's r=8 is the main table's HiFICL)
+    and every result row names each setting it ran with."""
     preset = resolve_preset(values.get("preset", ExperimentConfig.preset))
     from_preset: dict[str, Any] = {
         "method": preset.get("config", {}),
         "train": {k: preset[k] for k in ("lr", "weight_decay") if preset.get(k) is not None},
         "data": {"teacher_shots": preset.get("teacher_shots", 0), "eval_shots": preset.get("shots", 0)},
     }
-    return from_dict(ExperimentConfig, deep_merge(from_preset, values), "experiment")
+    config = from_dict(ExperimentConfig, deep_merge(from_preset, values), "experiment")
+    if "seed" not in (values.get("data") or {}):  # one seed drives init, training subset and demonstrations
+        config.data.seed = config.seed
+    return config
 
 
 def synthetic_root(model_dir: str | Path) -> Path:

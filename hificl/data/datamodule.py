@@ -32,7 +32,7 @@ class DataConfig:
     data_root: str | None = None
     train_size: int = 1000
     eval_size: int = 200
-    seed: int = 0
+    seed: int = 0  # training subset, demonstrations, shuffling (experiment_config sets it to the run seed)
     eval_seed: int = 0
     teacher_shots: int = 0  # demonstrations in the teacher rows of teacher-based methods
     eval_shots: int = 0  # demonstrations in evaluation prompts (k-shot ICL); 0 for every trained method
