@@ -50,6 +50,8 @@ def hallucination_counts(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Co
         objects = row.get("hallucinated_objects")
         if (row.get("group") or "main") != "main" or not isinstance(objects, dict):
             continue
+        if "chair_s" not in (row.get("metrics") or {}):  # VQA rows carry an empty count; CHAIR is for captions
+            continue
         counter = counts.setdefault((row["task"], row["preset"]), Counter())
         counter.update({str(k): int(v) for k, v in objects.items()})
     return counts
