@@ -233,7 +233,6 @@ def test_build_report_index(report: dict[str, Any]) -> None:
     assert "figure chair" in empty["skipped"] and "table main" in empty["skipped"]
 
 
-
 def test_benchmark_figure_is_a_png_of_the_requested_images(tmp_path: Path) -> None:
     from PIL import Image
 

@@ -13,6 +13,7 @@ from PIL import Image
 from hificl.data.synthetic import export_benchmark, generate_split
 from hificl.data.synthetic_scenes import BACKGROUND, COLOURS, SHAPES, object_mask, render
 from hificl.data.synthetic_tasks import SYN_VQA_BINDING, VQA_FAMILIES
+from hificl.metrics.okvqa import stem_answer
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,10 @@ def test_exported_files_have_the_official_keys(root: Path) -> None:
             for ann in annotations["annotations"]:
                 assert len(ann["answers"]) == 10
                 assert [a["answer_id"] for a in ann["answers"]] == list(range(1, 11))
-                exact = sum(a["answer"] == ann["multiple_choice_answer"] for a in ann["answers"])
+                exact = sum(a.get("raw_answer", a["answer"]) == ann["multiple_choice_answer"] for a in ann["answers"])
                 assert exact >= 8
+                stemmed = [a for a in ann["answers"] if "raw_answer" in a]  # OK-VQA's release stems its answers
+                assert all(a["answer"] == stem_answer(a["raw_answer"]) for a in stemmed)
                 assert ann["question_type"] and ann["answer_type"] in {"other", "number"}
     karpathy = json.loads((root / "coco" / "dataset_coco.json").read_text())
     assert karpathy["dataset"] == "coco" and len(karpathy["images"]) == 60
