@@ -37,6 +37,7 @@ class PretrainConfig:
     max_shots: int = 8
     vision_warmup: float = 0.2
     copy_phase: float = 0.25
+    shot_p: float = 0.2  # geometric number of demonstrations per episode (see episodes.draw_shots)
     pool_size: int = 8000
     query_only: bool = False
     aux_weight: float = 1.0
@@ -106,7 +107,7 @@ def pretrain(out_dir: Path, seed: int = 0, max_minutes: float = 9.5, config: Pre
             break
         progress = step / config.steps
         mix = curriculum(progress, config.max_shots, config.vision_warmup, config.copy_phase)
-        shots = draw_shots(rng, mix)
+        shots = draw_shots(rng, mix, config.shot_p)
         batch = collate(
             [sample_episode(pool, rng, shots, mix) for _ in range(config.batch_size * mix.batch_scale)],
             tokenizer,
