@@ -10,10 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from hificl.data.prompts import Example, build_prompt
+from hificl.data.prompts import Example, build_prompt, cut_at_stop_words
 from hificl.data.synthetic import generate_split
 from hificl.data.synthetic_scenes import COLOURS, SHAPES
-from hificl.tiny.card import cut_at_stop_words
 from hificl.tiny.model import TinyConfig, pixel_values
 from hificl.tiny.pretrain import INFO_FILE, PretrainConfig, pretrain
 

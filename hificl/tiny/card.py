@@ -17,22 +17,12 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from hificl.data.prompts import MAX_NEW_TOKENS, STOP_WORDS, Example, build_prompt
+from hificl.data.prompts import MAX_NEW_TOKENS, Example, build_prompt, cut_at_stop_words
 from hificl.data.synthetic import SynQuestion, SyntheticSplit, generate_split
 from hificl.data.synthetic_scenes import COLOURS, SHAPES, Scene
 
 SHOTS: tuple[int, ...] = (0, 1, 2, 4, 8)
 _PAIR = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
-
-
-def cut_at_stop_words(text: str, kind: str) -> str:
-    """Generated text up to the first stop word of the task kind (the prompt's next field), stripped."""
-    words = text.split()
-    for i, word in enumerate(words):
-        if word.rstrip(":") in STOP_WORDS[kind]:
-            words = words[:i]
-            break
-    return " ".join(words).strip()
 
 
 def caption_objects(caption: str) -> Counter[tuple[str, str]]:
