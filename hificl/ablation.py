@@ -8,7 +8,6 @@ files in the results store; re-running skips them, and a run killed at any momen
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from tqdm import tqdm
 
 from hificl.config import deep_merge, read_yaml, to_dict
 from hificl.errors import ConfigError
+from hificl.launch import Job, LocalRunner, Resources, Runner, resources_for
+from hificl.rescore import PREDICTIONS, predictions_text, write_run_files
 from hificl.results import ResultsStore, stable_id
 
 VOLATILE = ("progress", "output_dir")  # settings that do not change a result
@@ -66,15 +67,26 @@ def expand_matrix(spec: dict[str, Any], *, quick: bool = False, model: str | Non
     return cells
 
 
-def _run(values: dict[str, Any]) -> dict[str, Any]:
-    """Worker entry (module level, so spawned processes can import it)."""
+@dataclass
+class RunOutcome:
+    """What a worker sends back to the driver, which alone writes the store: the row and the run's files."""
+
+    row: dict[str, Any]
+    files: dict[str, str]
+
+
+def _run(values: dict[str, Any]) -> RunOutcome:
+    """Worker entry (module level, so spawned processes and Ray tasks can import it)."""
     import torch
 
     from hificl.experiment import experiment_config, run_experiment
+    from hificl.lightning.predictions import KeepPredictions
 
     torch.set_num_threads(int(os.environ.get("HIFICL_THREADS", "1")))
     quiet_worker()
-    return run_experiment(experiment_config(values))
+    kept = KeepPredictions()
+    row = run_experiment(experiment_config(values), callbacks=[kept])
+    return RunOutcome(row, {PREDICTIONS: predictions_text(kept.payload())})
 
 
 def quiet_worker() -> None:
@@ -97,8 +109,13 @@ def run_matrix(
     quick: bool = False,
     model: str | None = None,
     workers: int = 1,
+    runner: Runner | None = None,
+    cpus_per_run: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Run every missing cell; return all cell rows. Progress: cells done / left and a time estimate."""
+    """Run every missing cell; return all cell rows. Progress: cells done / left and a time estimate.
+
+    `runner` places the runs (default: `workers` local processes; hificl.launch.RayRunner for a cluster); this
+    process alone writes the store, each run's files (generations) before its record."""
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
     store = ResultsStore(Path(results) / ("quick" if quick else ""))
@@ -124,28 +141,23 @@ def run_matrix(
     for run_id in list(by_run):  # runs finished before a kill, whose cells were not all written yet
         if run_id not in runs:
             finish(run_id, store.run(run_id))
+    jobs = [Job(run_id, values, _resources(values, cpus_per_run)) for run_id, values in runs.items()]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo_cells), unit="cell", desc="ablations")
     started = time.perf_counter()
-    jobs = list(runs.items())
-    if workers > 1 and len(jobs) > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            results = pool.imap_unordered(_run_tagged, jobs)
-            for run_id, row in results:
-                store.put_run(run_id, row)
-                finish(run_id, row)
-                bar.update(len(by_run[run_id]))
-    else:
-        for run_id, values in jobs:
-            row = _run(values)
-            store.put_run(run_id, row)
-            finish(run_id, row)
+    try:
+        for run_id, outcome in (runner or LocalRunner(workers)).run(_run, jobs):
+            write_run_files(store, run_id, outcome.files)
+            store.put_run(run_id, outcome.row)
+            finish(run_id, outcome.row)
             bar.update(len(by_run[run_id]))
-    bar.close()
-    store.write_csv()
+    finally:
+        bar.close()
+        store.write_csv()
     print(f"ablations: {len(cells)} cells ({len(jobs)} runs this time) in {time.perf_counter() - started:.0f} s")
     return store.cell_rows()
 
 
-def _run_tagged(job: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    run_id, values = job
-    return run_id, _run(values)
+def _resources(values: dict[str, Any], cpus: float) -> Resources:
+    from hificl.experiment import experiment_config
+
+    return resources_for(experiment_config(values).train, cpus)
