@@ -3,7 +3,10 @@ the local runner, runs spread over both nodes, and a re-run that submits only wh
 
 from __future__ import annotations
 
-import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,37 +45,30 @@ def _tables(results: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted((results / "report" / "tables").glob("*.csv"))}
 
 
-def test_matrix_on_two_ray_nodes_gives_the_local_tables(tiny_world: Path, tmp_path: Path, two_nodes: Cluster) -> None:
-    matrix, model = _small_matrix(tmp_path / "m.yaml"), str(tiny_world / "model")
-    local = run_matrix(matrix, tmp_path / "local", model=model)
-    runner = RayRunner(address=two_nodes.address)
-    remote = run_matrix(matrix, tmp_path / "ray", model=model, runner=runner)
+@pytest.fixture(scope="module")
+def local(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small matrix run by the local runner: the store every Ray run must reproduce."""
+    root = tmp_path_factory.mktemp("local")
+    run_matrix(_small_matrix(root / "m.yaml"), root / "results", model=str(tiny_world / "model"))
+    return root / "results"
 
-    assert len(remote) == len(local) == 4
-    assert len(runner.placements) == 3  # zero-shot, hificl (= r=8), r=2
+
+def test_matrix_on_two_ray_nodes_gives_the_local_tables(
+    tiny_world: Path, tmp_path: Path, two_nodes: Cluster, local: Path
+) -> None:
+    runner = RayRunner(address=two_nodes.address)
+    rows = run_matrix(_small_matrix(tmp_path / "m.yaml"), tmp_path, model=str(tiny_world / "model"), runner=runner)
+
+    assert len(runner.placements) == 3  # zero-shot, hificl (= r=8), r=2: two at a time on 1-CPU nodes
     alive = {node["NodeID"] for node in _alive_nodes(two_nodes)}
     assert set(runner.placements.values()) == alive and len(alive) == 2
-    assert [(r["cell_id"], r["metrics"]) for r in remote] == [(r["cell_id"], r["metrics"]) for r in local]
-    tables = _tables(tmp_path / "ray")
-    assert {"main.csv", "rank_sweep.csv"} <= set(tables) and tables == _tables(tmp_path / "local")
+    expected = ResultsStore(local).cell_rows()
+    assert [(r["cell_id"], r["metrics"]) for r in rows] == [(r["cell_id"], r["metrics"]) for r in expected]
+    tables = _tables(tmp_path)
+    assert {"main.csv", "rank_sweep.csv"} <= set(tables) and tables == _tables(local)
     for run_id in runner.placements:  # the driver wrote each run's generations beside its record
-        ours, theirs = (tmp_path / d / "runs" / run_id / "predictions.json" for d in ("ray", "local"))
+        ours, theirs = (root / "runs" / run_id / "predictions.json" for root in (tmp_path, local))
         assert ours.read_text() == theirs.read_text()
-
-    # a driver killed before one run's result arrived: re-running submits that run alone, the rest is kept
-    store = ResultsStore(tmp_path / "ray")
-    lost = next(iter(runner.placements))
-    (store.runs / f"{lost}.json").unlink()
-    shutil.rmtree(store.runs / lost)
-    for cell in store.cells.glob("*.json"):
-        if f'"run_id": "{lost}"' in cell.read_text():
-            cell.unlink()
-    kept = {p.name: p.stat().st_mtime_ns for p in store.runs.glob("*.json")}
-    again = RayRunner(address=two_nodes.address)
-    run_matrix(matrix, tmp_path / "ray", model=model, runner=again)
-    assert list(again.placements) == [lost]
-    assert {p.name: p.stat().st_mtime_ns for p in store.runs.glob("*.json") if p.name in kept} == kept
-    assert _tables(tmp_path / "ray") == _tables(tmp_path / "local")
 
 
 def _alive_nodes(cluster: Cluster) -> list[dict]:
@@ -93,3 +89,28 @@ def test_tune_workers_as_ray_tasks_share_one_budget_exactly(tmp_path: Path, two_
     check_budget(storage, N_TRIALS)
     assert sum(result["trials"].values()) == N_TRIALS
     assert len(set(runner.placements.values())) == 2
+
+
+def test_a_driver_killed_mid_matrix_resumes_on_the_cluster(
+    tiny_world: Path, tmp_path: Path, two_nodes: Cluster, local: Path
+) -> None:
+    """kill -9 of `hificl ablate --launcher ray` once a run is stored: Ray ends the dead driver's tasks, and the
+    next driver keeps the stored runs, submits the rest, and writes the same tables as an uninterrupted store."""
+    matrix, model = _small_matrix(tmp_path / "m.yaml"), tiny_world / "model"
+    cmd = [sys.executable, "-m", "hificl.cli", "ablate", "--config", str(matrix), "--results", str(tmp_path / "r")]
+    cmd += ["--base-model", str(model), "--launcher", "ray", "--address", two_nodes.address]
+    killed = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "r" / "runs"
+    deadline = time.monotonic() + 300
+    while not (runs.is_dir() and any(runs.glob("*.json"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    stored = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json")}
+    assert 1 <= len(stored) < 3, "the matrix finished before its driver could be killed"
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"({3 - len(stored)} runs this time)" in resumed.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json") if p.name in stored} == stored
+    assert _tables(tmp_path / "r") == _tables(local)
