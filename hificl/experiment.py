@@ -190,7 +190,8 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
         if trainer.is_global_zero:
             out = Path(config.output_dir)
             if method is not None:
-                save_method(method, out / "method", loaded.model, extra={"preset": config.preset, "task": spec.name})
+                card = {k: row[k] for k in ("preset", "task", "metrics", "train_size", "eval_size")}
+                save_method(method, out / "method", loaded.model, extra={**card, "experiment": row["config"]})
             out.mkdir(parents=True, exist_ok=True)
             (out / "predictions.json").write_text(json.dumps(predictions, indent=1))
             (out / "result.json").write_text(json.dumps(row, indent=2))
