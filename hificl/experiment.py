@@ -24,7 +24,9 @@ from hificl.config import deep_merge, from_dict, to_dict
 from hificl.data.datamodule import DataConfig, ICLDataModule
 from hificl.data.official import load_task
 from hificl.data.tasks import task_spec
+from hificl.lightning.loggers import check_logger
 from hificl.lightning.module import ICLApproxModule, TrainConfig
+from hificl.lightning.tracking import tracking_for
 from hificl.methods.io import load_method, save_method
 from hificl.methods.presets import resolve_preset
 from hificl.methods.registry import build_method
@@ -99,6 +101,7 @@ def gather_predictions(predictions: list[dict[str, Any]], world_size: int) -> li
 def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train (if the preset has a method) and evaluate; the returned row carries config, seed, versions,
     model fingerprint, metrics and timings."""
+    check_logger(config.train.logger)  # before minutes of model loading
     L.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(False)
     preset = resolve_preset(config.preset)
@@ -129,6 +132,7 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
         if spec.synthetic and not datamodule.train_records:
             vocabulary = chair_vocabulary(True, load_task(spec.files, data_cfg.data_root, spec.train_split))
     module = ICLApproxModule(loaded.model, loaded.processor.tokenizer, method, spec, config.train, vocabulary)
+    tracking = tracking_for(config, spec.name, trains=method is not None and not config.adapter)
     trainer = L.Trainer(
         max_epochs=config.train.epochs_for(len(datamodule.train_records)),
         accumulate_grad_batches=config.train.accumulate,
@@ -137,13 +141,14 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
         devices=config.train.devices,
         accelerator=config.train.accelerator,
         gradient_clip_val=config.train.gradient_clip,
-        logger=False,
-        enable_checkpointing=False,
+        logger=tracking.loggers or False,
+        log_every_n_steps=1,
+        enable_checkpointing=False,  # hificl.lightning.checkpoints saves the method only, when the run has a directory
         enable_progress_bar=config.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if config.validate else 0,
-        callbacks=callbacks or [],
+        callbacks=[*(callbacks or []), *tracking.callbacks],
         deterministic=False,
     )
     train_time = 0.0
@@ -151,7 +156,12 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
         if method is not None and not config.adapter:
             start = time.perf_counter()
             val = datamodule.val_dataloader() if config.validate else None
-            trainer.fit(module, train_dataloaders=datamodule.train_dataloader(), val_dataloaders=val)
+            trainer.fit(
+                module,
+                train_dataloaders=datamodule.train_dataloader(),
+                val_dataloaders=val,
+                ckpt_path=tracking.resume_from,
+            )
             train_time = time.perf_counter() - start
         trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
     finally:  # a pruned or failed trial must leave the model as it found it

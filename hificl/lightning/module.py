@@ -50,6 +50,7 @@ class TrainConfig:
     num_beams: int = 1
     max_new_tokens: int | None = None
     gradient_clip: float | None = None
+    logger: str = "csv"  # csv, tensorboard, mlflow, wandb or none (hificl.lightning.loggers)
 
     def epochs_for(self, train_size: int) -> int:
         return self.epochs if self.epochs is not None else (5 if train_size >= 1000 else 10)
