@@ -9,6 +9,7 @@ files in the results store; re-running skips them, and a run killed at any momen
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from hificl.config import deep_merge, read_yaml, to_dict
 from hificl.errors import ConfigError
 from hificl.launch import Job, LocalRunner, Resources, Runner, resources_for
+from hificl.lightning.loggers import METRICS_FILE
 from hificl.rescore import PREDICTIONS, predictions_text, write_run_files
 from hificl.results import ResultsStore, stable_id
 
@@ -85,8 +87,16 @@ def _run(values: dict[str, Any]) -> RunOutcome:
     torch.set_num_threads(int(os.environ.get("HIFICL_THREADS", "1")))
     quiet_worker()
     kept = KeepPredictions()
-    row = run_experiment(experiment_config(values), callbacks=[kept])
-    return RunOutcome(row, {PREDICTIONS: predictions_text(kept.payload())})
+    config = experiment_config(values)
+    row = run_experiment(config, callbacks=[kept])
+    files = {PREDICTIONS: predictions_text(kept.payload())}
+    work = Path(config.output_dir) if config.output_dir else None
+    if work is not None:
+        metrics = work / METRICS_FILE
+        if metrics.is_file():
+            files[METRICS_FILE] = metrics.read_text()
+        shutil.rmtree(work)  # the run is done: its checkpoint and copies go; the driver stores what counts
+    return RunOutcome(row, files)
 
 
 def quiet_worker() -> None:
@@ -141,7 +151,11 @@ def run_matrix(
     for run_id in list(by_run):  # runs finished before a kill, whose cells were not all written yet
         if run_id not in runs:
             finish(run_id, store.run(run_id))
-    jobs = [Job(run_id, values, _resources(values, cpus_per_run)) for run_id, values in runs.items()]
+    work = (store.root / "work").resolve()  # a run's own directory while it runs: its logs and checkpoints
+    jobs = [
+        Job(run_id, {**values, "output_dir": str(work / run_id)}, _resources(values, cpus_per_run))
+        for run_id, values in runs.items()
+    ]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo_cells), unit="cell", desc="ablations")
     started = time.perf_counter()
     try:
