@@ -24,7 +24,7 @@ from hificl.lightning.loggers import METRICS_FILE
 from hificl.rescore import PREDICTIONS, predictions_text, write_run_files
 from hificl.results import ResultsStore, stable_id
 
-VOLATILE = ("progress", "output_dir")  # settings that do not change a result
+VOLATILE = ("progress", "output_dir", "run_dir")  # settings that do not change a result
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _run(values: dict[str, Any]) -> RunOutcome:
     config = experiment_config(values)
     row = run_experiment(config, callbacks=[kept])
     files = {PREDICTIONS: predictions_text(kept.payload())}
-    work = Path(config.output_dir) if config.output_dir else None
+    work = Path(config.run_dir) if config.run_dir else None
     if work is not None:
         metrics = work / METRICS_FILE
         if metrics.is_file():
@@ -129,6 +129,8 @@ def run_matrix(
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
     store = ResultsStore(Path(results) / ("quick" if quick else ""))
+    for partial in [*store.root.glob(".*.tmp"), *store.runs.rglob(".*.tmp"), *store.cells.glob(".*.tmp")]:
+        partial.unlink()  # a driver killed mid-write left it; the file it was writing is written again
     retired = store.retire_cells({c.cell_id for c in cells})
     if retired:
         print(f"ablations: {retired} cell(s) of an earlier matrix moved to {store.root / 'stale'}")
@@ -153,7 +155,7 @@ def run_matrix(
             finish(run_id, store.run(run_id))
     work = (store.root / "work").resolve()  # a run's own directory while it runs: its logs and checkpoints
     jobs = [
-        Job(run_id, {**values, "output_dir": str(work / run_id)}, _resources(values, cpus_per_run))
+        Job(run_id, {**values, "run_dir": str(work / run_id)}, _resources(values, cpus_per_run))
         for run_id, values in runs.items()
     ]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo_cells), unit="cell", desc="ablations")

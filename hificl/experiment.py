@@ -44,6 +44,7 @@ class ExperimentConfig:
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     output_dir: str | None = None  # where the trained method and predictions are written, if set
+    run_dir: str | None = None  # the run's logs and per-epoch checkpoints; a killed run resumes from it (if set)
     adapter: str | None = None  # evaluate this saved method instead of training one
     validate: bool = False  # evaluate after every epoch ("val/<metric>" in callback_metrics; Optuna prunes on it)
     progress: bool = True

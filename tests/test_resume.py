@@ -35,7 +35,8 @@ def _config(world: Path, preset: str, out: Path, **method: Any):
             "preset": preset,
             "seed": 3,
             "progress": False,
-            "output_dir": str(out),
+            "output_dir": str(out / "out"),
+            "run_dir": str(out / "run"),
             "method": method,
             "data": {"task": "syn-vqa", "train_size": 16, "eval_size": 4, "batch_size": 4, "eval_batch_size": 4},
             "train": {"epochs": 3},  # 4 steps per epoch, 12 in all
@@ -54,15 +55,15 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_parameters(
     out = tmp_path / "killed"
     with pytest.raises(Killed):
         run_experiment(_config(tiny_world, preset, out, **method), callbacks=[KillAtStep(6)])  # mid epoch 2
-    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(out / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 4 and checkpoint["epoch"] == 0  # the end of the first epoch
     assert checkpoint["state_dict"] and all(k.startswith("method.") for k in checkpoint["state_dict"])
-    assert not (out / "method").exists()  # nothing of the killed attempt looks finished
+    assert not (out / "out" / "method").exists()  # nothing of the killed attempt looks finished
 
     resumed = run_experiment(_config(tiny_world, preset, out, **method))
     assert resumed["train_steps"] == whole["train_steps"] == 12
     assert resumed["metrics"] == whole["metrics"]
-    ours, theirs = (load_file(str(d / "method" / "method.safetensors")) for d in (out, tmp_path / "whole"))
+    ours, theirs = (load_file(str(d / "out" / "method" / "method.safetensors")) for d in (out, tmp_path / "whole"))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     at_epoch_1 = {k.removeprefix("method."): v for k, v in checkpoint["state_dict"].items()}
     assert at_epoch_1.keys() == ours.keys()

@@ -72,12 +72,13 @@ def test_train_logger_none_writes_no_metrics_and_an_uninstalled_backend_is_one_s
         "model": str(tiny_world / "model"),
         "preset": "hificl",
         "progress": False,
-        "output_dir": str(tmp_path / "run"),
+        "run_dir": str(tmp_path / "run"),
         "data": {"task": "syn-vqa", "train_size": 4, "eval_size": 2, "batch_size": 4, "eval_batch_size": 2},
         "train": {"epochs": 1, "logger": "none"},
     }
     run_experiment(experiment_config(values))
-    assert not (tmp_path / "run" / "metrics.csv").exists() and (tmp_path / "run" / "method").is_dir()
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()  # no logger, still resumable
     for backend, package in (("mlflow", "mlflow"), ("wandb", "wandb"), ("tensorboard", "tensorboard")):
         code = main(["train", "--set", f"model={tiny_world / 'model'}", "--set", f"train.logger={backend}"])
         err = capsys.readouterr().err.strip()

@@ -22,6 +22,7 @@ from hificl.methods.base import Method
 @torch.no_grad()
 def method_diagnostics(method: Method) -> dict[str, float]:
     layers = range(method.shape.num_layers)
+    m: Any = method  # each method's own attributes (nn.Module's __getattr__ types them Tensor | Module)
     out: dict[str, float] = {}
 
     def per_layer(name: str, values: list[torch.Tensor]) -> None:
@@ -30,15 +31,15 @@ def method_diagnostics(method: Method) -> dict[str, float]:
         out[f"diag/{name}/mean"] = float(torch.stack(values).float().mean())
 
     if method.name == "hificl":
-        per_layer("key_norm", [method.keys(i).norm() for i in layers])
-        per_layer("value_norm", [method.values(i).norm() for i in layers])
+        per_layer("key_norm", [m.keys(i).norm() for i in layers])
+        per_layer("value_norm", [m.values(i).norm() for i in layers])
     elif method.name == "live":
-        per_layer("alpha", list(method.alpha.detach()))
-        per_layer("vector_norm", [v.norm() for v in method.vectors])
+        per_layer("alpha", list(m.alpha.detach()))
+        per_layer("vector_norm", [v.norm() for v in m.vectors])
     elif method.name == "mimic":
-        per_layer("f_weight_norm", [w.norm() for w in method.f_weight])
-        per_layer("f_bias_mean", [b.mean() for b in method.f_bias])
-        per_layer("value_norm", [s.norm() for s in method.shift])
+        per_layer("f_weight_norm", [w.norm() for w in m.f_weight])
+        per_layer("f_bias_mean", [b.mean() for b in m.f_bias])
+        per_layer("value_norm", [s.norm() for s in m.shift])
     return out
 
 

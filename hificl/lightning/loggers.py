@@ -7,7 +7,8 @@
     wandb        Weights & Biases (WANDB_* variables, `wandb login`); needs `wandb`
     none         nothing is logged
 
-The run directory is `output_dir` when the experiment has one, else `lightning_logs/<preset>-<task>/version_N`.
+The run directory is the experiment's `run_dir` when it has one (the matrix gives every run one), else
+Lightning's `lightning_logs/<preset>-<task>/version_N`.
 An uninstalled backend fails when the experiment starts, before the model loads, in one sentence.
 """
 
@@ -38,15 +39,15 @@ def check_logger(kind: str) -> None:
         )
 
 
-def build_loggers(kind: str, output_dir: str | None, name: str) -> list[Logger]:
+def build_loggers(kind: str, run_dir: str | None, name: str) -> list[Logger]:
     """The run's loggers (an empty list for `none`)."""
     check_logger(kind)
     if kind == "none":
         return []
-    if output_dir is None:  # Lightning's layout: a new version directory per run
+    if run_dir is None:  # Lightning's layout: a new version directory per run
         root, logger_name, version = Path("lightning_logs"), name, None
     else:
-        root, logger_name, version = Path(output_dir), "", ""
+        root, logger_name, version = Path(run_dir), "", ""
     if kind == "csv":
         return [CSVLogger(str(root), name=logger_name, version=version)]
     if kind == "tensorboard":

@@ -37,12 +37,14 @@ class KeepPredictions(L.Callback):
     ) -> None:
         """The module appends this batch's generations to `pl_module.predictions` in test_step."""
         rows = batch.meta
-        generated = pl_module.predictions[len(pl_module.predictions) - len(rows) :]
+        made_so_far: list[dict[str, Any]] = getattr(pl_module, "predictions")  # noqa: B009 (a Module attribute)
+        generated = made_so_far[len(made_so_far) - len(rows) :]
         for meta, made in zip(rows, generated, strict=True):
             self.items.append({**meta, "prediction": made["prediction"], "batch": batch_idx})
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.task, self.metric = pl_module.spec.name, pl_module.spec.metric
+        spec: Any = getattr(pl_module, "spec")  # noqa: B009 (a Module attribute)
+        self.task, self.metric = spec.name, spec.metric
         chair = getattr(pl_module, "chair", None)
         self.vocabulary = getattr(chair, "vocabulary", None)
 

@@ -19,7 +19,7 @@ from hificl.lightning.loggers import build_loggers
 from hificl.results import stable_id
 
 #: Settings that say where or how visibly a run happens, not what it computes.
-PLACE = ("output_dir", "progress")
+PLACE = ("output_dir", "run_dir", "progress")
 
 
 @dataclass
@@ -34,17 +34,17 @@ def experiment_id(config: Any) -> str:
 
 
 def tracking_for(config: Any, task: str, trains: bool) -> Tracking:
-    """Loggers always (train.logger); when the run trains: LR monitor, diagnostics, and, with an output_dir,
+    """Loggers always (train.logger); when the run trains: LR monitor, diagnostics, and, with a run_dir,
     checkpoints every epoch plus the checkpoint a killed attempt left."""
-    loggers = build_loggers(config.train.logger, config.output_dir, f"{config.preset}-{task}")
+    loggers = build_loggers(config.train.logger, config.run_dir, f"{config.preset}-{task}")
     callbacks: list[L.Callback] = []
     resume = None
     if trains:
         callbacks.append(MethodDiagnostics())
         if loggers:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
-        if config.output_dir:
-            run_dir = Path(config.output_dir)
+        if config.run_dir:
+            run_dir = Path(config.run_dir)
             callbacks += checkpoint_callbacks(run_dir, experiment_id(config))
             resume = resume_path(run_dir)
     return Tracking(loggers, callbacks, resume)
