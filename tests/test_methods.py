@@ -353,6 +353,9 @@ def test_lora_o1_is_rank_one_on_o_proj_only() -> None:
     assert method.num_trainable() == 3 * 1 * (64 + 64)
 
 
+PAPER_COUNTS = {"mimic": 32 * 32 * (128 + 128 + 1), "hificl": 2_228_224, "live": 32 * 4096 + 32}
+
+
 def _meta(cls, config):
     with torch.device("meta"):
         return cls(config)
@@ -366,7 +369,9 @@ def test_lora_counts_for_the_papers_models_on_the_meta_device() -> None:
     16,777,216 (the HiFICL paper's "16.8M"), vision q/k/v = 26 x 3 x 16 x (1152 + 1152) = 2,875,392 (its W_o is
     `out_proj`, not in the list), total 19,652,608: the paper's 19.7M. Idefics2-8B (Mistral-7B with 8 kv heads,
     SigLIP 27 x 1152, perceiver 3 layers of 16 x 96 queries over 4 x 96 keys/values): 13,631,488 + 2,985,984 +
-    970,752 = 17,588,224. LoRA-dagger (W_o of the language model, r = 1): 32 x (4096 + 4096) = 262,144.
+    970,752 = 17,588,224. LoRA-dagger (W_o of the language model, r = 1): 32 x (4096 + 4096) = 262,144. At
+    Idefics2's shape the other methods give the papers' counts too: MimIC 32 x 32 x (128 + 128 + 1) = 263,168
+    ("0.26M"), HiFICL n = r = 8 2,228,224 ("2.2M"), LIVE 32 x 4096 + 32 = 131,104 (half of MimIC's).
     """
     from transformers import (
         Idefics2Config,
@@ -405,6 +410,9 @@ def test_lora_counts_for_the_papers_models_on_the_meta_device() -> None:
     model = _meta(Idefics2ForConditionalGeneration, idefics2)
     method = build_method("lora", model, resolve_preset("lora")["config"])
     assert method.num_trainable() == 13_631_488 + 2_985_984 + 970_752
+    # the other methods' counts at this shape, as both papers print them: MimIC 0.26M, HiFICL 2.2M, LIVE half MimIC's
+    others = {name: build_method(name, model, resolve_preset(name)["config"]).num_trainable() for name in PAPER_COUNTS}
+    assert others == PAPER_COUNTS
     method.to("meta").attach(model)  # peft injects on the meta device too: every counted target is wrapped
     assert len(_wrapped(model)) == 32 * 4 + 27 * 3 + 3 * 4
 
