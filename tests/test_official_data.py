@@ -429,6 +429,7 @@ def test_describe_data_reports_found_missing_and_broken(tmp_path: Path) -> None:
         and "malformed JSON at line 1 column 2" in tasks["okvqa"]["val"]["error"]
     )
     assert tasks["okvqa"]["train"]["status"] == "absent"
+    assert "dev" not in tasks["vqav2"]  # real data has no dev split: it validates on a hold-out of train
     assert tasks["coco"]["train"]["status"] == "error" and "instances_train2014.json" in tasks["coco"]["train"]["error"]
     assert tasks["coco"]["val"]["records"] == 1 and tasks["coco"]["test"]["records"] == 1
     assert str(tmp_path / "coco" / "annotations" / "instances_train2014.json") in report["missing_files"]

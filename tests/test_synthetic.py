@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hificl.data.official import load_task
+from hificl.data.official import describe_data, load_task
 from hificl.data.splits import load_splits
 from hificl.data.synthetic import VERSION, export_benchmark, generate_split, upgrade_export
 from hificl.data.synthetic_scenes import BACKGROUND, COLOURS, SHAPES, object_mask, render
@@ -122,6 +122,7 @@ def test_synthetic_tasks_validate_on_their_own_split(root: Path, task: str) -> N
     else:
         assert images == set(range(900_000, 900_010)) and len(splits.validation) == 30
         assert len(splits.pool) == 120 and len(splits.evaluation) == 60  # train and val untouched
+        assert describe_data(root)["tasks"]["vqav2"]["dev"]["records"] == 30
 
 
 def test_an_older_export_is_upgraded_in_place(tmp_path: Path) -> None:
