@@ -26,6 +26,8 @@ LOGGERS = ("csv", "tensorboard", "mlflow", "wandb", "none")
 #: backend -> the packages that provide it (any one suffices)
 _NEEDS = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 METRICS_FILE = "metrics.csv"
+#: Where runs without a run_dir log: Lightning's own default, relative to the working directory.
+DEFAULT_ROOT = Path("lightning_logs")
 
 
 def check_logger(kind: str) -> None:
@@ -45,7 +47,7 @@ def build_loggers(kind: str, run_dir: str | None, name: str) -> list[Logger]:
     if kind == "none":
         return []
     if run_dir is None:  # Lightning's layout: a new version directory per run
-        root, logger_name, version = Path("lightning_logs"), name, None
+        root, logger_name, version = DEFAULT_ROOT, name, None
     else:
         root, logger_name, version = Path(run_dir), "", ""
     if kind == "csv":
