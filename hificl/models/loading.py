@@ -117,11 +117,18 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _image_only_processor(path: str, error: ImportError) -> ProcessorMixin:
+def _image_only_processor(path: str, error: Exception) -> ProcessorMixin:
     """Build the checkpoint's processor class from its tokenizer and image processor, without a video processor."""
     processor_dict, _ = ProcessorMixin.get_processor_dict(path, **_hub_kwargs())
-    processor_class = getattr(transformers, processor_dict.get("processor_class") or "", None)
-    if processor_class is None or "video_processor" not in processor_class.get_attributes():
+    name = processor_dict.get("processor_class") or ""
+    processor_class = getattr(transformers, name, None)
+    try:
+        attributes = processor_class.get_attributes() if processor_class is not None else []
+    except ImportError as missing:  # the class itself needs torchvision (Mistral-3's PixtralProcessor)
+        raise ModelError(
+            f"Cannot load the processor of {path}: transformers' {name} needs torchvision, which is not installed."
+        ) from missing
+    if "video_processor" not in attributes:
         raise ModelError(f"Cannot load the processor of {path}: {_first_line(error)}") from error
     parts = {
         "image_processor": AutoImageProcessor.from_pretrained(path, **_hub_kwargs()),
@@ -138,6 +145,8 @@ def load_processor(path: str) -> ProcessorMixin:
     except ImportError as error:
         return _image_only_processor(path, error)
     except (OSError, ValueError) as error:
+        if "torchvision" in str(error):  # AutoVideoProcessor's way of saying it (InternVL)
+            return _image_only_processor(path, error)
         raise ModelError(f"Cannot load the processor of {path}: {_first_line(error)}") from error
 
 
