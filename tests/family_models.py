@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     CLIPImageProcessorPil,
     CLIPVisionConfig,
@@ -94,15 +94,19 @@ TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num
 VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
 
 
-def tokenizer(specials: list[str], named: dict[str, str] | None = None) -> PreTrainedTokenizerFast:
+def tokenizer(
+    specials: list[str], named: dict[str, str] | None = None, add_bos: bool = False
+) -> PreTrainedTokenizerFast:
     """Word-level tokenizer over the prompt templates' words; `specials` are added as special tokens, and `named`
     ones (e.g. {"image_token": "<image>"}) also become attributes, as the processors of Gemma-3 and InternVL read
-    them (`tokenizer.image_token`, `tokenizer.image_token_id`)."""
+    them (`tokenizer.image_token`, `tokenizer.image_token_id`). `add_bos`: prepend <s> as Llama's tokenizer does."""
     named = named or {}
     specials = [*specials, *(t for t in named.values() if t not in specials)]
     vocab = {token: i for i, token in enumerate([PAD, UNK, BOS, EOS, *specials, *WORDS])}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
+    if add_bos:
+        core.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token=PAD,
@@ -276,9 +280,10 @@ def idefics3(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
 def idefics(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Idefics v1 (MimIC's Idefics-9b): CLIP-like tower, perceiver resampler, Llama text layers with a gated
     cross-attention layer before each (cross_layer_interval 1). The gates start at tanh(1), not Idefics' tanh(0)
-    = closed, so the images reach the text and the tests can see them."""
+    = closed, so the images reach the text and the tests can see them. The tokenizer adds <s> as idefics-9b's
+    Llama tokenizer does (the processor writes its own <s> and tokenizes without special tokens)."""
     torch.manual_seed(seed)
-    tok = tokenizer(IDEFICS_SPECIALS)
+    tok = tokenizer(IDEFICS_SPECIALS, add_bos=True)
     config = IdeficsConfig(
         **TEXT,
         **_ids(tok),

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import MllamaConfig, VipLlavaConfig
+from PIL import Image
+from transformers import BaseImageProcessor, MllamaConfig, PreTrainedTokenizerFast, VipLlavaConfig
 
 from hificl.attention import VirtualKVPatch, VirtualTokens
 from hificl.cli import main
@@ -163,14 +164,25 @@ def test_icl_equivalence_theorem_through_the_processor(checkpoints: dict[str, Pa
     images = family_models.images(3, size=32)
     full = family.processor_inputs(processor, [full_text], [images])
     demos = family.processor_inputs(processor, [demo_text], [images[:2]])
-    n = demos["input_ids"].shape[1]
     query = family.processor_inputs(processor, [query_text], [images[2:]])
+    n = demos["input_ids"].shape[1]
     if name == "llava_onevision":
         query = _multi_image_view(full, n)
     if name == "idefics":
         query = _idefics_query_view(full, query, n)
-    assert torch.equal(full["input_ids"], torch.cat([demos["input_ids"], query["input_ids"]], 1))
+    _assert_icl_equivalence(model, full, demos, query)
 
+
+def _assert_icl_equivalence(
+    model: torch.nn.Module,
+    full: dict[str, torch.Tensor],
+    demos: dict[str, torch.Tensor],
+    query: dict[str, torch.Tensor],
+) -> None:
+    """The full run's per-layer demonstration keys/values as virtual tokens, the query alone at its ICL positions:
+    logits equal to 1e-4, and the demonstrations matter (without the tokens they differ by more than 1e-3)."""
+    n = demos["input_ids"].shape[1]
+    assert torch.equal(full["input_ids"], torch.cat([demos["input_ids"], query["input_ids"]], 1))
     positions = query_position_ids(model, query, demos)
     assert torch.equal(positions, position_ids(model, full)[..., n:])
     with torch.no_grad():
@@ -349,3 +361,47 @@ def test_an_unknown_projection_layout_is_refused_in_one_sentence(checkpoints: di
     del attention.k_proj
     with pytest.raises(ModelError, match=r"has no Linear k_proj \(its Linear layers: o_proj, q_proj, v_proj\)"):
         attention_projections(attention, lm.shape)
+
+
+def _pixtral_inputs(
+    tok: PreTrainedTokenizerFast, pixels: BaseImageProcessor, text: str, images: list[Image.Image]
+) -> dict[str, torch.Tensor]:
+    """PixtralProcessor's layout without torchvision (its one dependency here): each [IMG] placeholder becomes rows
+    of [IMG] ended by [IMG_BREAK], the last by [IMG_END], one per (patch x merge) cell (its replace_image_token)."""
+    batch = pixels(images, return_tensors="pt")
+    cell = family_models.PIXTRAL_PROCESSOR["patch_size"] * family_models.PIXTRAL_PROCESSOR["spatial_merge_size"]
+    pieces = text.split("[IMG]")
+    expanded = pieces[0]
+    for (height, width), piece in zip(batch["image_sizes"].tolist(), pieces[1:], strict=True):
+        rows = (["[IMG]"] * (width // cell) + ["[IMG_BREAK]"]) * (height // cell)
+        expanded += " ".join([*rows[:-1], "[IMG_END]"]) + piece
+    tokens = tok(expanded, return_tensors="pt")
+    return {**tokens, "pixel_values": batch["pixel_values"], "image_sizes": batch["image_sizes"]}
+
+
+def test_mistral3_theorem_with_its_image_processor_and_tokenizer(tmp_path: Path) -> None:
+    """Mistral-3 without PixtralProcessor: the model, its Pixtral image processor and tokenizer, the processor's
+    token layout written out above; the Pixtral tower attends block-diagonally across images, so the query's
+    image reads the same alone. Without torchvision, load_model says the processor needs it, and `hificl check`
+    (which needs no processor for a registered family) names the family."""
+    model, tok, pixels = family_models.mistral3_parts()
+    family = family_for(model.config)
+    full_text = family.prompt("vqa", QUERY, DEMOS)
+    query_text = family.prompt("vqa", QUERY, instruction=False)
+    images = family_models.images(3, size=32)
+    full = _pixtral_inputs(tok, pixels, full_text, images)
+    demos = _pixtral_inputs(tok, pixels, full_text[: -len(query_text)], images[:2])
+    query = _pixtral_inputs(tok, pixels, query_text, images[2:])
+    for token, count in (("[IMG]", 3 * 4), ("[IMG_BREAK]", 3), ("[IMG_END]", 3)):  # 3 images of 2 x 2 cells
+        assert (full["input_ids"] == tok.convert_tokens_to_ids(token)).sum() == count
+    _assert_icl_equivalence(model, full, demos, query)
+
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    pixels.save_pretrained(tmp_path)
+    config = {"processor_class": "PixtralProcessor", **family_models.PIXTRAL_PROCESSOR}
+    (tmp_path / "processor_config.json").write_text(json.dumps(config))
+    if not family_models.HAS_TORCHVISION:
+        with pytest.raises(ModelError, match=r"PixtralProcessor needs torchvision, which is not installed\.$"):
+            load_model(str(tmp_path))
+    assert describe_model(str(tmp_path))["family"] == "Mistral-3"

@@ -31,7 +31,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.processing_utils import ProcessorMixin
 
 from hificl.errors import ModelError
-from hificl.models.families import Family, check_self_attention, family_for, supported_types
+from hificl.models.families import BY_TYPE, Family, check_self_attention, family_for, supported_types
 from hificl.models.fingerprint import model_fingerprint
 from hificl.models.layers import find_language_model
 
@@ -182,7 +182,7 @@ def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[
     source = resolve(name_or_path)
     config = load_config(source)
     check_self_attention(config)
-    family = family_for(config, load_processor(source))
+    family = family_for(config, None if config.model_type in BY_TYPE else load_processor(source))
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config, attn_implementation="sdpa")
     lm = find_language_model(model)
