@@ -124,9 +124,10 @@ def _image_only_processor(path: str, error: Exception) -> ProcessorMixin:
     processor_class = getattr(transformers, name, None)
     try:
         attributes = processor_class.get_attributes() if processor_class is not None else []
-    except ImportError as missing:  # the class itself needs torchvision (Mistral-3's PixtralProcessor)
+    except ImportError as missing:  # a placeholder class: it needs a library not installed (PixtralProcessor)
+        needs = " and ".join(getattr(processor_class, "_backends", None) or ["a library"])
         raise ModelError(
-            f"Cannot load the processor of {path}: transformers' {name} needs torchvision, which is not installed."
+            f"Cannot load the processor of {path}: transformers' {name} needs {needs}, which is not installed."
         ) from missing
     if "video_processor" not in attributes:
         raise ModelError(f"Cannot load the processor of {path}: {_first_line(error)}") from error
