@@ -315,7 +315,7 @@ def test_check_command_names_the_family(
 ) -> None:
     assert main(["check", "--model", str(checkpoints[name])]) == 0
     report = json.loads(capsys.readouterr().out)["model"]
-    assert report["family"] == FAMILY_NAMES[name]
+    assert report["family"] == FAMILY_NAMES[name] and report["processor"].endswith("Processor")
     assert report["patched_modules"] == 2 and report["patched_outside_language_model"] == 0
 
 
@@ -383,7 +383,7 @@ def test_mistral3_theorem_with_its_image_processor_and_tokenizer(tmp_path: Path)
     """Mistral-3 without PixtralProcessor: the model, its Pixtral image processor and tokenizer, the processor's
     token layout written out above; the Pixtral tower attends block-diagonally across images, so the query's
     image reads the same alone. Without torchvision, load_model says the processor needs it, and `hificl check`
-    (which needs no processor for a registered family) names the family."""
+    still describes the registered family, with that sentence as its processor."""
     model, tok, pixels = family_models.mistral3_parts()
     family = family_for(model.config)
     full_text = family.prompt("vqa", QUERY, DEMOS)
@@ -401,7 +401,10 @@ def test_mistral3_theorem_with_its_image_processor_and_tokenizer(tmp_path: Path)
     pixels.save_pretrained(tmp_path)
     config = {"processor_class": "PixtralProcessor", **family_models.PIXTRAL_PROCESSOR}
     (tmp_path / "processor_config.json").write_text(json.dumps(config))
+    report = describe_model(str(tmp_path))
+    assert report["family"] == "Mistral-3" and report["patched_modules"] == 2
     if not family_models.HAS_TORCHVISION:
-        with pytest.raises(ModelError, match=r"PixtralProcessor needs torchvision, which is not installed\.$"):
+        sentence = "transformers' PixtralProcessor needs torchvision, which is not installed."
+        with pytest.raises(ModelError, match=re.escape(sentence) + "$"):
             load_model(str(tmp_path))
-    assert describe_model(str(tmp_path))["family"] == "Mistral-3"
+        assert report["processor"].endswith(sentence)

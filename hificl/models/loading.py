@@ -183,7 +183,15 @@ def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[
     source = resolve(name_or_path)
     config = load_config(source)
     check_self_attention(config)
-    family = family_for(config, None if config.model_type in BY_TYPE else load_processor(source))
+    try:
+        processor = load_processor(source)
+    except ModelError as error:  # a registered family is still described; the report carries the sentence
+        if config.model_type not in BY_TYPE:
+            raise
+        processor, processor_report = None, str(error)
+    else:
+        processor_report = type(processor).__name__
+    family = family_for(config, processor)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config, attn_implementation="sdpa")
     lm = find_language_model(model)
@@ -197,6 +205,7 @@ def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[
     r = min(rank, shape.head_dim)
     return {
         "family": family.name,
+        "processor": processor_report,
         "model_type": config.model_type,
         "architecture": type(model).__name__,
         "text_model_type": config.get_text_config(decoder=True).model_type,
