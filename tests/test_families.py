@@ -14,7 +14,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 from PIL import Image
-from transformers import BaseImageProcessor, MllamaConfig, PreTrainedTokenizerFast, VipLlavaConfig
+from transformers import (
+    BaseImageProcessor,
+    IdeficsConfig,
+    IdeficsForVisionText2Text,
+    MllamaConfig,
+    PreTrainedTokenizerFast,
+    VipLlavaConfig,
+)
 
 from hificl.attention import VirtualKVPatch, VirtualTokens
 from hificl.cli import main
@@ -408,3 +415,33 @@ def test_mistral3_theorem_with_its_image_processor_and_tokenizer(tmp_path: Path)
         with pytest.raises(ModelError, match=re.escape(sentence) + "$"):
             load_model(str(tmp_path))
         assert report["processor"].endswith(sentence)
+
+
+def test_idefics_9b_layout_on_the_meta_device() -> None:
+    """MimIC's Idefics-9b (its config's shapes, no weights): HiFICL patches the 32 self-attention layers and none
+    of the 8 gated cross-attention layers (one before every 4th decoder layer); n = r = 8 gives 32*32*2*(64 +
+    8*128) = 2,228,224 parameters."""
+    config = IdeficsConfig(
+        vocab_size=32000,
+        additional_vocab_size=2,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        cross_layer_interval=4,
+        use_resampler=True,
+        vision_config={"embed_dim": 1280, "image_size": 224, "intermediate_size": 5120, "patch_size": 14}
+        | {"num_hidden_layers": 32, "num_attention_heads": 16},
+        perceiver_config={"use_resampler": True, "resampler_n_latents": 64, "resampler_depth": 6}
+        | {"resampler_n_heads": 16, "resampler_head_dim": 96},
+    )
+    with torch.device("meta"):
+        model = IdeficsForVisionText2Text(config)
+    method = build_method("hificl", model, {"n_tokens": 8, "rank": 8})
+    assert method.num_trainable() == 2_228_224
+    method.attach(model)
+    patched = [m for m in model.modules() if "_virtual_kv" in m.__dict__]
+    method.detach()
+    cross = [layer.cross_attn for layer in model.model.gated_cross_attn_layers]
+    assert len(patched) == 32 and len(cross) == 8
+    assert [id(m) for m in patched] == [id(layer.self_attn) for layer in model.model.layers]
