@@ -360,7 +360,9 @@ INTERNVL_TOKENS = {
 
 
 def internvl(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """InternVL (2.5/3): InternViT-like tower, pixel shuffle (ratio 0.5) + MLP projector, Qwen2 text model."""
+    """InternVL (2.5/3): InternViT-like tower, pixel shuffle (ratio 0.5) + MLP projector, Qwen2 text model. The
+    processor tiles each image as the checkpoints do (crop_to_patches): a 32x32 image is 4 tiles + a thumbnail,
+    4 tokens each."""
     torch.manual_seed(seed)
     tok = tokenizer([], INTERNVL_TOKENS)
     config = InternVLConfig(
@@ -370,9 +372,7 @@ def internvl(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
         image_seq_length=4,
         downsample_ratio=0.5,
     )
-    pixels = GotOcr2ImageProcessorPil(
-        size={"height": 16, "width": 16}, crop_to_patches=False, image_mean=IMAGE_MEAN, image_std=IMAGE_STD
-    )
+    pixels = GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}, image_mean=IMAGE_MEAN, image_std=IMAGE_STD)
     processor = video_free_processor(InternVLProcessor, image_processor=pixels, tokenizer=tok, image_seq_length=4)
     return _finish(InternVLForConditionalGeneration(config), tok), processor
 
