@@ -66,6 +66,8 @@ from transformers import (
     Qwen2VLProcessor,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
+    Qwen3VLMoeConfig,
+    Qwen3VLMoeForConditionalGeneration,
     Qwen3VLProcessor,
     SiglipVisionConfig,
 )
@@ -300,16 +302,14 @@ def idefics(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
     return _finish(IdeficsForVisionText2Text(config), tok), processor
 
 
-def qwen3_vl(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """Qwen3-VL (the HiFICL code's third model): interleaved M-RoPE, DeepStack visual features added to the first
-    text layers, Qwen3 text model (q/k RMS norms) with GQA."""
+def _qwen3_vl(config_class: type, model_class: type, seed: int, text: dict[str, Any]):
     torch.manual_seed(seed)
     specials = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
     tok = tokenizer(specials)
     ids = {name: tok.convert_tokens_to_ids(t) for name, t in zip(("vs", "img", "ve", "vid"), specials, strict=True)}
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1], "mrope_interleaved": True}
-    config = Qwen3VLConfig(
-        text_config={**TEXT, "num_key_value_heads": 2, "head_dim": 8, "rope_parameters": rope}
+    config = config_class(
+        text_config={**TEXT, "num_key_value_heads": 2, "head_dim": 8, "rope_parameters": rope, **text}
         | {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id},
         vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 4}
         | {"spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 32, "num_position_embeddings": 16}
@@ -323,7 +323,19 @@ def qwen3_vl(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
         min_pixels=16 * 16, max_pixels=16 * 16, patch_size=4, temporal_patch_size=2, merge_size=2
     )
     processor = video_free_processor(Qwen3VLProcessor, image_processor=pixels, tokenizer=tok)
-    return _finish(Qwen3VLForConditionalGeneration(config), tok), processor
+    return _finish(model_class(config), tok), processor
+
+
+def qwen3_vl(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Qwen3-VL (the HiFICL code's third model): interleaved M-RoPE, DeepStack visual features added to the first
+    text layers, Qwen3 text model (q/k RMS norms) with GQA."""
+    return _qwen3_vl(Qwen3VLConfig, Qwen3VLForConditionalGeneration, seed, {})
+
+
+def qwen3_vl_moe(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Qwen3-VL-MoE (e.g. Qwen3-VL-30B-A3B): Qwen3-VL with sparse-expert MLPs (4 experts, top 2)."""
+    moe = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "decoder_sparse_step": 1}
+    return _qwen3_vl(Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, seed, moe)
 
 
 GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
@@ -481,6 +493,7 @@ BUILDERS: dict[str, Callable[[], tuple[PreTrainedModel, ProcessorMixin]]] = {
     "idefics3": idefics3,
     "idefics": idefics,
     "qwen3_vl": qwen3_vl,
+    "qwen3_vl_moe": qwen3_vl_moe,
     "gemma3": gemma3,
     "internvl": internvl,
     "mistral3": mistral3,

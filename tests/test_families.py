@@ -53,6 +53,7 @@ FAMILY_NAMES = {
     "idefics3": "Idefics3",
     "idefics": "Idefics (v1)",
     "qwen3_vl": "Qwen3-VL",
+    "qwen3_vl_moe": "Qwen3-VL",
     "gemma3": "Gemma-3",
     "internvl": "InternVL",
     "mistral3": "Mistral-3",

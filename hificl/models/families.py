@@ -107,7 +107,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("LLaVA-OneVision", ("llava_onevision",), "<image>", "Qwen2"),
     Family("LLaVA-NeXT", ("llava_next",), "<image>", "Mistral or Vicuna (Llama)"),
     Family("Qwen2-VL", ("qwen2_vl", "qwen2_5_vl"), QWEN_IMAGE, "Qwen2-VL text (M-RoPE)", mrope=True),
-    Family("Qwen3-VL", ("qwen3_vl",), QWEN_IMAGE, "Qwen3-VL text (interleaved M-RoPE, DeepStack)", mrope=True),
+    Family("Qwen3-VL", ("qwen3_vl", "qwen3_vl_moe"), QWEN_IMAGE, "Qwen3 (interleaved M-RoPE, DeepStack)", mrope=True),
     Family("Idefics (v1)", ("idefics",), "<image>", "Llama self-attention layers", interleaved=True),
     Family("Idefics2", ("idefics2",), "<image>", "Mistral", forbidden=("<end_of_utterance>",)),
     Family("Idefics3", ("idefics3", "smolvlm"), "<image>", "Llama"),
