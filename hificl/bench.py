@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from hificl.attention import VirtualTokens, virtual_kv_attention
-from hificl.lightning.batch import PromptBatch, TrainBatch
+from hificl.batch import PromptBatch, TrainBatch
 from hificl.methods.base import Method
 from hificl.methods.presets import resolve_preset
 from hificl.methods.registry import build_method

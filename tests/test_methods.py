@@ -9,8 +9,8 @@ import torch
 from transformers import MistralConfig
 
 from hificl.attention import virtual_kv_attention
+from hificl.batch import PromptBatch, TrainBatch
 from hificl.errors import ConfigError, DataError
-from hificl.lightning.batch import PromptBatch, TrainBatch
 from hificl.methods.io import load_method, save_method
 from hificl.methods.lora import LoRA, LoRAConfig
 from hificl.methods.losses import IGNORE, answer_cross_entropy, check_query_spans

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from hificl.batch import TrainBatch
 from hificl.data.demonstrations import DemonstrationSampler
 from hificl.data.encoding import PromptEncoder, ToInputs, training_target
 from hificl.data.official import load_task
@@ -21,7 +22,6 @@ from hificl.data.records import CaptionRecord, VQARecord
 from hificl.data.subsets import fixed_subset, subset_ids
 from hificl.data.tasks import TaskSpec, task_spec
 from hificl.errors import ConfigError
-from hificl.lightning.batch import TrainBatch
 
 Record = VQARecord | CaptionRecord
 

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
+from hificl.batch import TrainBatch
 from hificl.data.prompts import MAX_NEW_TOKENS, cut_at_stop_words
 from hificl.data.tasks import TaskSpec
 from hificl.errors import TrainingError
-from hificl.lightning.batch import TrainBatch
 from hificl.methods.base import Method
 from hificl.metrics.chair import CHAIR
 from hificl.metrics.cider import CIDEr

@@ -15,7 +15,7 @@ from hificl.attention import VirtualKVPatch, VirtualTokens
 from hificl.models.layers import AttentionShape, find_language_model
 
 if TYPE_CHECKING:
-    from hificl.lightning.batch import TrainBatch
+    from hificl.batch import TrainBatch
 
 
 class Method(nn.Module):

@@ -13,8 +13,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from hificl.batch import TrainBatch
 from hificl.errors import DataError, TrainingError
-from hificl.lightning.batch import TrainBatch
 
 IGNORE = -100
 LayerReduction = Literal["mean", "sum"]

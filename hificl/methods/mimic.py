@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from hificl.attention import VirtualTokens
+from hificl.batch import TrainBatch
 from hificl.errors import ConfigError
-from hificl.lightning.batch import TrainBatch
 from hificl.methods.base import VirtualTokenMethod
 from hificl.methods.losses import layerwise_alignment, require_teacher
 from hificl.models.layers import AttentionShape
