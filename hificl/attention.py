@@ -13,7 +13,8 @@ them into every decoder that uses the registry, then calls the kernel the model 
 Two output forms are supported:
 - "joint":    the softmax over [K_D; K] above (HiFICL; MimIC as the paper writes it, (1 - mu) SA + mu v);
 - "unscaled": SA(q, K, V) + beta(q) @ V_D, beta still normalised by Z1 + Z2 (HiFICL's "w/o SA scaling"
-  ablation; MimIC as its public code computes it, SA + mu v). It costs a second kernel call.
+  ablation; MimIC as its public code computes it, SA + mu v). Through the kernel (training, GPU) it costs two
+  more kernel calls, one for alpha and one for SA; the fused CPU inference path computes it at no extra cost.
 
 Virtual tokens never enter the KV cache: the cache is updated by the layer before this function runs, and
 the tokens are prepended anew at every step. They carry no rotary position.
