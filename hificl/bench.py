@@ -1,12 +1,13 @@
 """`make bench`: side-by-side timings and memory, printed as ratios and written to results/bench.json.
 
-Every comparison runs its contenders interleaved (A, B, A, B, ...) in one process on the same inputs and
-reports medians, so machine noise hits both sides alike. Benchmarks, not tests: nothing here fails on a
-target; the targets are printed next to the measured ratios.
+The inference and primitive comparisons run their contenders interleaved (A, B, A, B, ...) in one process on
+the same inputs and report medians, so machine noise hits both sides alike. Benchmarks, not tests: nothing here
+fails on a target; the targets are printed next to the measured ratios.
 
 - inference: HiFICL vs the frozen model (prefill, per-token decode) at prompt length >= 256; 8-shot ICL vs
   zero-shot (the 8 demonstrations as long as the query);
-- training: one optimiser step of HiFICL, MimIC (teacher pass with 8 demonstrations) and LoRA r=16;
+- training: one optimiser step of HiFICL, MimIC (teacher pass with 8 demonstrations) and LoRA r=16, each
+  method measured in turn (each needs its own attachment), through the LightningModule's `training_losses`;
 - memory: a training step's peak (CUDA: allocator peak; CPU: tensors saved for backward + trainable
   state, measured through saved-tensor hooks, since CPU allocations are not tracked);
 - the attention primitive alone vs plain sdpa at length 1024 with n = 8.
@@ -26,6 +27,7 @@ from torch import nn
 
 from hificl.attention import VirtualTokens, virtual_kv_attention
 from hificl.batch import PromptBatch, TrainBatch
+from hificl.lightning.module import training_losses
 from hificl.methods.base import Method
 from hificl.methods.presets import resolve_preset
 from hificl.methods.registry import build_method
@@ -187,16 +189,12 @@ def _train_batch(model: nn.Module, batch: int, length: int, shots: int) -> Train
 
 
 def _train_step(model: nn.Module, method: Method, batch: TrainBatch) -> Callable[[], None]:
+    """The LightningModule's objective (`training_losses`), then backward and one AdamW step."""
     optimizer = torch.optim.AdamW(method.param_groups(5e-3, 1e-3))
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
-        student = model(**batch.student.inputs, labels=batch.student.labels, output_hidden_states=method.needs_teacher)
-        teacher = None
-        if method.needs_teacher:
-            with torch.no_grad(), method.disabled():
-                teacher = model(**batch.teacher.inputs, output_hidden_states=True)
-        method.training_loss(student.loss, student, teacher, batch)["loss"].backward()
+        training_losses(model, method, batch)["loss"].backward()
         optimizer.step()
 
     return run

@@ -50,6 +50,12 @@ class DataConfig:
             raise ConfigError("teacher_shots and eval_shots must be >= 0.")
 
 
+def object_vocabulary(records: list[Record]) -> dict[str, list[str]]:
+    """Every object the records name, each its own only synonym (the synthetic benchmark's CHAIR vocabulary)."""
+    names = sorted({o for r in records if isinstance(r, CaptionRecord) for o in r.objects})
+    return {name: [name] for name in names}
+
+
 def meta(record: Record) -> dict[str, Any]:
     """What evaluation needs besides the prompt: references and ids."""
     if isinstance(record, VQARecord):
@@ -70,10 +76,12 @@ class ICLDataModule(L.LightningDataModule):
         *,
         image_token: str = "<image>",
         to_inputs: ToInputs | None = None,
+        synthetic_root: Path | None = None,
     ) -> None:
         super().__init__()
         config.validate()
         self.config = config
+        self.synthetic_root = synthetic_root  # where a synthetic task's files are when data_root is not set
         self.spec: TaskSpec = task_spec(config.task)
         self.encoder = PromptEncoder(
             processor, self.spec.kind, image_token=image_token, instruction=config.instruction, to_inputs=to_inputs
@@ -81,18 +89,30 @@ class ICLDataModule(L.LightningDataModule):
         self.train_records: list[Record] = []
         self.eval_records: list[Record] = []
         self.sampler: DemonstrationSampler | None = None
+        #: CHAIR's object vocabulary: None (COCO's 80 categories) except for the synthetic caption task.
+        self.chair_vocabulary: dict[str, list[str]] | None = None
+
+    @property
+    def data_root(self) -> Path | None:
+        """The configured root; for a synthetic task without one, the benchmark exported beside the model."""
+        if self.config.data_root:
+            return Path(self.config.data_root)
+        return self.synthetic_root if self.spec.synthetic else None
 
     def setup(self, stage: str | None = None) -> None:
         if self.eval_records:
             return
         c = self.config
-        root = Path(c.data_root) if c.data_root else None
+        root = self.data_root
         pool = load_task(self.spec.files, root, self.spec.train_split)
         self.train_records = fixed_subset(pool, c.train_size, c.seed) if c.train_size else []
         split = c.eval_split or self.spec.eval_split
         self.eval_records = fixed_subset(load_task(self.spec.files, root, split), c.eval_size, c.eval_seed)
         if c.teacher_shots or c.eval_shots:
             self.sampler = DemonstrationSampler(pool, c.seed, c.demo_selection)
+        if self.spec.metric == "caption" and self.spec.synthetic:
+            named = self.train_records + self.eval_records if self.train_records else pool
+            self.chair_vocabulary = object_vocabulary(named)
 
     def subset_record(self) -> dict[str, Any]:
         """The ids of the samples used, for the result row."""

@@ -7,8 +7,8 @@ ICL is the only evaluation with demonstrations, set in the DataModule.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -17,13 +17,14 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_scheduler
 
 from hificl.batch import TrainBatch
 from hificl.data.prompts import MAX_NEW_TOKENS, cut_at_stop_words
 from hificl.data.tasks import TaskSpec
-from hificl.errors import TrainingError
+from hificl.errors import ConfigError, TrainingError
 from hificl.methods.base import Method
+from hificl.methods.presets import TRAINING_DEFAULTS
 from hificl.metrics.chair import CHAIR
 from hificl.metrics.cider import CIDEr
 from hificl.metrics.okvqa import OKVQAAccuracy
@@ -34,13 +35,25 @@ from hificl.models.families import position_ids
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adamw": torch.optim.AdamW,
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+}
+#: transformers' schedules that need nothing beyond warm-up and total steps.
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+
+
 @dataclass
 class TrainConfig:
-    """Optimisation and generation settings; defaults are the papers' (AdamW, cosine, 10% warm-up)."""
+    """Optimisation and generation settings; defaults are the papers' (`TRAINING_DEFAULTS`: AdamW, weight decay
+    1e-3, cosine schedule, 10% warm-up)."""
 
     lr: float = 5e-3
-    weight_decay: float = 1e-3
-    warmup_ratio: float = 0.1
+    weight_decay: float = TRAINING_DEFAULTS["weight_decay"]
+    optimizer: str = TRAINING_DEFAULTS["optimizer"]  # a key of OPTIMIZERS
+    scheduler: str = TRAINING_DEFAULTS["scheduler"]  # one of SCHEDULERS, stepped every optimizer step
+    warmup_ratio: float = TRAINING_DEFAULTS["warmup_ratio"]
     epochs: int | None = None  # None: 5 epochs at >= 1000 samples, 10 below (the papers' rule)
     accumulate: int = 1
     precision: str = "32-true"
@@ -51,7 +64,14 @@ class TrainConfig:
     max_new_tokens: int | None = None
     gradient_clip: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Unknown train.optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}.")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"Unknown train.scheduler {self.scheduler!r}; known: {', '.join(SCHEDULERS)}.")
+
     def epochs_for(self, train_size: int) -> int:
+        """Epochs for a configured training-set size (the rule counts the samples asked for)."""
         return self.epochs if self.epochs is not None else (5 if train_size >= 1000 else 10)
 
 
@@ -60,32 +80,60 @@ def with_positions(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[st
     return {**inputs, "position_ids": position_ids(model, inputs)}
 
 
+def training_losses(model: nn.Module, method: Method | None, batch: TrainBatch) -> dict[str, torch.Tensor]:
+    """One batch's objective: the student's forward (query alone) and, for teacher-based methods, the frozen
+    teacher's forward with demonstrations and the method disabled. {"loss": ..., other logged terms}.
+
+    The one training step of the package: the LightningModule and `make bench` both call it."""
+    needs_teacher = method is not None and method.needs_teacher
+    student = model(
+        **with_positions(model, batch.student.inputs), labels=batch.student.labels, output_hidden_states=needs_teacher
+    )
+    if method is None:
+        return {"loss": student.loss}
+    teacher = None
+    if needs_teacher:
+        if batch.teacher is None:
+            raise TrainingError(f"{method.name} needs teacher rows: set teacher_shots > 0.")
+        with torch.no_grad(), method.disabled():
+            teacher = model(**with_positions(model, batch.teacher.inputs), output_hidden_states=True)
+    return method.training_loss(student.loss, student, teacher, batch)
+
+
 class ICLApproxModule(L.LightningModule):
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer: Any,
-        method: Method | None,
-        spec: TaskSpec,
-        train_config: TrainConfig,
-        chair_vocabulary: dict[str, list[str]] | None = None,
-    ) -> None:
+    """The frozen LMM with one method attached (or none, for zero-shot and k-shot ICL) and the task's metrics.
+
+    Test metrics are logged as "test/<name>" and kept in `test_metrics` (full precision) for the result row;
+    `predictions` holds the generations of the last evaluation."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, method: Method | None, spec: TaskSpec, train: TrainConfig):
         super().__init__()
-        self.model, self.tokenizer, self.method, self.spec, self.cfg = model, tokenizer, method, spec, train_config
+        self.model, self.tokenizer, self.method, self.spec, self.train_config = model, tokenizer, method, spec, train
+        self.save_hyperparameters(
+            {
+                "task": spec.name,
+                "method": method.name if method is not None else None,
+                "method_config": method.config_dict() if method is not None else {},
+                "train": dataclasses.asdict(train),
+            }
+        )
         self.model.requires_grad_(False)
         if method is not None:
             for p in method.parameters():
                 p.requires_grad_(True)
         self.strict_loading = False
         if spec.metric == "caption":
-            self.cider, self.chair = CIDEr(), CHAIR(vocabulary=chair_vocabulary)
+            self.cider = CIDEr()
         else:
             self.accuracy = OKVQAAccuracy() if spec.metric == "okvqa" else VQAAccuracy()
         self.predictions: list[dict[str, Any]] = []
         self.test_metrics: dict[str, float] = {}
         self.hallucinated_objects: dict[str, int] = {}
-        self.step_times: list[float] = []
-        self.eval_time = 0.0
+
+    def setup(self, stage: str) -> None:
+        """CHAIR counts the objects of the DataModule's vocabulary (COCO's 80 categories when it has none)."""
+        if self.spec.metric == "caption" and not hasattr(self, "chair"):
+            self.chair = CHAIR(vocabulary=getattr(self.trainer.datamodule, "chair_vocabulary", None))
 
     def train(self, mode: bool = True) -> ICLApproxModule:
         super().train(mode)
@@ -94,34 +142,22 @@ class ICLApproxModule(L.LightningModule):
 
     # --- training -------------------------------------------------------------------------------------
     def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
-        start = time.perf_counter()
-        method = self.method
-        needs_teacher = method is not None and method.needs_teacher
-        student = self.model(
-            **with_positions(self.model, batch.student.inputs),
-            labels=batch.student.labels,
-            output_hidden_states=needs_teacher,
-        )
-        teacher = None
-        if needs_teacher:
-            if batch.teacher is None:
-                raise TrainingError(f"{method.name} needs teacher rows: set teacher_shots > 0.")
-            with torch.no_grad(), method.disabled():
-                teacher = self.model(**with_positions(self.model, batch.teacher.inputs), output_hidden_states=True)
-        losses = method.training_loss(student.loss, student, teacher, batch) if method else {"loss": student.loss}
+        losses = training_losses(self.model, self.method, batch)
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise TrainingError(f"The training loss became {loss.item()} at step {self.global_step}; training stopped.")
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(batch.meta))
-        self.step_times.append(time.perf_counter() - start)
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
+        """The config's optimizer over the method's parameter groups and its schedule, stepped every step."""
         if self.method is None:
             raise TrainingError("Nothing to train: this method has no parameters.")
-        optimizer = torch.optim.AdamW(self.method.param_groups(self.cfg.lr, self.cfg.weight_decay))
+        cfg = self.train_config
+        optimizer = OPTIMIZERS[cfg.optimizer](self.method.param_groups(cfg.lr, cfg.weight_decay))
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(self.cfg.warmup_ratio * total), total)
+        warmup = math.ceil(cfg.warmup_ratio * total)
+        scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -133,8 +169,8 @@ class ICLApproxModule(L.LightningModule):
         inputs = batch.student.inputs
         out = self.model.generate(
             **inputs,
-            max_new_tokens=self.cfg.max_new_tokens or MAX_NEW_TOKENS[self.spec.kind],
-            num_beams=self.cfg.num_beams,
+            max_new_tokens=self.train_config.max_new_tokens or MAX_NEW_TOKENS[self.spec.kind],
+            num_beams=self.train_config.num_beams,
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
         )
@@ -142,9 +178,7 @@ class ICLApproxModule(L.LightningModule):
         return [cut_at_stop_words(t, self.spec.kind) for t in texts]
 
     def _evaluate(self, batch: TrainBatch) -> None:
-        start = time.perf_counter()
         predictions = self.generate(batch)
-        self.eval_time += time.perf_counter() - start
         if self.spec.metric == "caption":
             self.cider.update(predictions, [m["captions"] for m in batch.meta])
             self.chair.update(predictions, [m["objects"] for m in batch.meta], [m["captions"] for m in batch.meta])
@@ -177,6 +211,9 @@ class ICLApproxModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         metrics = self.compute_metrics()
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True, sync_dist=True)
+        self.predictions.clear()
+
+    def on_test_epoch_start(self) -> None:
         self.predictions.clear()
 
     def on_test_epoch_end(self) -> None:

@@ -39,7 +39,7 @@ def experiment_objective(trial: optuna.Trial, values: dict[str, Any], metric: st
 
     config = experiment_config(deep_merge(values, {"validate": True, "progress": False}))
     row = run_experiment(config, callbacks=[PruneOnValidation(trial, f"val/{metric}")])
-    if metric not in row["metrics"]:
-        raise ConfigError(f"tune.study.metric {metric!r} is not among the task's metrics {sorted(row['metrics'])}.")
-    trial.set_user_attr("train_time_s", round(row["train_time_s"], 2))
-    return float(row["metrics"][metric])
+    if metric not in row.metrics:
+        raise ConfigError(f"tune.study.metric {metric!r} is not among the task's metrics {sorted(row.metrics)}.")
+    trial.set_user_attr("train_time_s", round(row.timings.train_s, 2))
+    return float(row.metrics[metric])
