@@ -68,11 +68,11 @@ def hallucination_table(cells: list[CellRow], k: int = 5) -> Table | None:
     presets = ordered(sorted({preset for _, preset in counts}), list(METHOD_LABELS))
     columns = []
     for task in tasks:
-        cells: list[Cell] = []
+        texts: list[Cell] = []
         for preset in presets:
             counter = counts.get((task, preset))
             top = top_hallucinated(counter, k) if counter is not None else []
-            cells.append(None if counter is None else ", ".join(f"{name} ({n})" for name, n in top) or "none")
-        columns.append(Column(f"{task}: top {k} hallucinated objects", cells, kind="text", best=None))
+            texts.append(None if counter is None else ", ".join(f"{name} ({n})" for name, n in top) or "none")
+        columns.append(Column(f"{task}: top {k} hallucinated objects", texts, kind="text", best=None))
     title = f"Most frequently hallucinated objects (count summed over seeds, top {k})"
     return Table("hallucinated_objects", title, "Method", [method_label(p) for p in presets], columns)

@@ -175,9 +175,9 @@ def inference_latency(frame: pd.DataFrame, bench: Bench) -> Figure | None:
     if sub.empty:
         return None
     tasks = tasks_of(sub)
-    presets = ordered(list(sub["preset"].unique()), [p for p, _ in LATENCY_PRESETS])
+    shown = ordered(list(sub["preset"].unique()), [p for p, _ in LATENCY_PRESETS])
     fig, (ax,) = _task_axes(1, width=max(4.5, 1.6 * len(tasks)))
-    series = {method_label(p): _per_task(sub, p, "eval_ms_per_sample", tasks) for p in presets}
+    series = {method_label(p): _per_task(sub, p, "eval_ms_per_sample", tasks) for p in shown}
     _grouped_bars(ax, tasks, series)
     ax.set(ylabel="ms per sample", title="inference latency (evaluation runs)")
     return fig

@@ -130,8 +130,7 @@ def run_matrix(
     jobs = list(runs.items())
     if workers > 1 and len(jobs) > 1:
         with mp.get_context("spawn").Pool(workers) as pool:
-            results = pool.imap_unordered(_run_tagged, jobs)
-            for run_id, row in results:
+            for run_id, row in pool.imap_unordered(_run_tagged, jobs):
                 store.put_run(run_id, row)
                 finish(run_id, row)
                 bar.update(len(by_run[run_id]))

@@ -6,6 +6,7 @@ their ids are exposed (`subset_record`) so every result row can say which sample
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class DataConfig:
             raise ConfigError("teacher_shots and eval_shots must be >= 0.")
 
 
-def object_vocabulary(records: list[Record]) -> dict[str, list[str]]:
+def object_vocabulary(records: Sequence[Record]) -> dict[str, list[str]]:
     """Every object the records name, each its own only synonym (the synthetic benchmark's CHAIR vocabulary)."""
     names = sorted({o for r in records if isinstance(r, CaptionRecord) for o in r.objects})
     return {name: [name] for name in names}
@@ -146,7 +147,7 @@ class ICLDataModule(L.LightningDataModule):
             raise ConfigError(f"No training samples for task {self.config.task} (train_size=0).")
         generator = torch.Generator().manual_seed(self.config.seed)
         return DataLoader(
-            self.train_records,
+            self.train_records,  # type: ignore[arg-type]  # a list is a map-style dataset
             batch_size=self.config.batch_size,
             shuffle=True,
             generator=generator,
@@ -156,7 +157,7 @@ class ICLDataModule(L.LightningDataModule):
 
     def _eval_loader(self) -> DataLoader:
         return DataLoader(
-            self.eval_records,
+            self.eval_records,  # type: ignore[arg-type]  # a list is a map-style dataset
             batch_size=self.config.eval_batch_size,
             shuffle=False,
             collate_fn=self.collate_eval,

@@ -11,11 +11,13 @@ import dataclasses
 import math
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from transformers import get_scheduler
 
@@ -35,7 +37,7 @@ from hificl.models.families import position_ids
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
     "adam": torch.optim.Adam,
     "sgd": torch.optim.SGD,
@@ -133,7 +135,8 @@ class ICLApproxModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """CHAIR counts the objects of the DataModule's vocabulary (COCO's 80 categories when it has none)."""
         if self.spec.metric == "caption" and not hasattr(self, "chair"):
-            self.chair = CHAIR(vocabulary=getattr(self.trainer.datamodule, "chair_vocabulary", None))
+            datamodule = getattr(self.trainer, "datamodule", None)
+            self.chair = CHAIR(vocabulary=getattr(datamodule, "chair_vocabulary", None))
 
     def train(self, mode: bool = True) -> ICLApproxModule:
         super().train(mode)
@@ -149,7 +152,7 @@ class ICLApproxModule(L.LightningModule):
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(batch.meta))
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """The config's optimizer over the method's parameter groups and its schedule, stepped every step."""
         if self.method is None:
             raise TrainingError("Nothing to train: this method has no parameters.")
@@ -167,7 +170,8 @@ class ICLApproxModule(L.LightningModule):
     @torch.no_grad()
     def generate(self, batch: TrainBatch) -> list[str]:
         inputs = batch.student.inputs
-        out = self.model.generate(
+        model: Any = self.model  # a transformers PreTrainedModel
+        out = model.generate(
             **inputs,
             max_new_tokens=self.train_config.max_new_tokens or MAX_NEW_TOKENS[self.spec.kind],
             num_beams=self.train_config.num_beams,

@@ -30,7 +30,8 @@ class Method(nn.Module):
     #: True when training needs a frozen teacher pass WITH demonstrations (MimIC, LIVE, HiFICL+teacher).
     needs_teacher: ClassVar[bool] = False
 
-    def __init__(self, config: Any, shape: AttentionShape) -> None:
+    def __init__(self, config: Any, shape: AttentionShape, generator: torch.Generator | None = None) -> None:
+        """Every method is built as `cls(config, shape, generator=...)`; the generator seeds its initial values."""
         super().__init__()
         self.config = config
         self.shape = shape

@@ -12,20 +12,21 @@ Objective: layer-wise hidden-state alignment to the frozen model run with demons
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from hificl.attention import VirtualTokens
+from hificl.attention import OutputForm, VirtualTokens
 from hificl.batch import TrainBatch
 from hificl.errors import ConfigError
 from hificl.methods.base import VirtualTokenMethod
 from hificl.methods.losses import layerwise_alignment, require_teacher
 from hificl.models.layers import AttentionShape
 
-FORMS = {"paper": "joint", "public-code": "unscaled"}
+FORMS: dict[str, OutputForm] = {"paper": "joint", "public-code": "unscaled"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class MimIC(VirtualTokenMethod):
 
     def layer_tokens(self, layer: int, module: nn.Module) -> VirtualTokens:
         return VirtualTokens(
-            keys=(self.f_weight[layer] / module.scaling).unsqueeze(1),
+            keys=(self.f_weight[layer] / typing.cast(float, module.scaling)).unsqueeze(1),
             values=self.shift[layer].unsqueeze(1),
             logit_bias=self.f_bias[layer].unsqueeze(1),
             form=FORMS[self.config.form],

@@ -34,7 +34,7 @@ def _preset(method: str | None, lr: float | None, teacher_pass: bool = False, sh
     }
 
 
-_HIFICL = {"n_tokens": 8, "rank": 8}
+_HIFICL: dict[str, Any] = {"n_tokens": 8, "rank": 8}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "zero-shot": _preset(None, None),

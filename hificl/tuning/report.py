@@ -80,7 +80,7 @@ def _figures(study: optuna.Study, out: Path, notes: list[str]) -> list[str]:
             notes.append(f"{name} skipped: {type(err).__name__}: {err}")
             plt.close("all")
             continue
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        figure: Any = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
         figure.savefig(out / name, dpi=120, bbox_inches="tight")
         plt.close(figure)
         written.append(str(out / name))
