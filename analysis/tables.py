@@ -32,9 +32,7 @@ __all__ = [
     "all_tables",
     "data_table",
     "format_params",
-    "load_results",
     "main_table",
-    "results_frame",
     "sweep_table",
     "write_tables",
 ]

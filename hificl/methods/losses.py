@@ -20,11 +20,6 @@ IGNORE = -100
 LayerReduction = Literal["mean", "sum"]
 
 
-def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the answer tokens (the logits predicting token t sit at t - 1)."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE)
-
-
 def require_teacher(batch: TrainBatch, teacher: object | None, method: str) -> None:
     """A clear error when a teacher-based method gets a batch (or outputs) without the teacher run."""
     if batch.teacher is None or teacher is None:

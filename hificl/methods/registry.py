@@ -19,11 +19,6 @@ from hificl.models.layers import find_language_model
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (HiFICL, MimIC, LIVE, LoRA)}
 
 
-def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
-
-
 def make_config(name: str, values: dict[str, Any]) -> Any:
     """The method's typed config from a dict, naming any unknown field."""
     if name not in METHODS:
