@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -99,3 +100,16 @@ def test_unknown_optimizer_or_scheduler_fails_when_the_config_is_read(tiny_world
         _config(tiny_world, "hificl", train={"scheduler": "onecycle"})
     with pytest.raises(ConfigError, match="method_name 'lora'"):
         experiment_config({"preset": "hificl", "method_name": "lora"})
+
+
+def test_validation_each_epoch_reaches_callbacks_through_callback_metrics(tiny_world: Path) -> None:
+    """What the Optuna pruner reads: "val/accuracy" after every epoch, logged by the module."""
+    seen: list[float] = []
+
+    class Record(L.Callback):
+        def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            seen.append(float(trainer.callback_metrics["val/accuracy"]))
+
+    row = run_experiment(_config(tiny_world, "hificl", validate=True), callbacks=[Record()])
+    assert len(seen) == 2 and all(0.0 <= v <= 1.0 for v in seen)  # two epochs
+    assert row.train_steps == 4
