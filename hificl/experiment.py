@@ -37,6 +37,9 @@ from hificl.methods.registry import build_method
 from hificl.models.loading import LoadedModel, load_model
 from hificl.results import Environment, ResultRow
 
+#: The TrainConfig fields a preset may set (TrainConfig's own defaults are TRAINING_DEFAULTS).
+PRESET_TRAIN_KEYS = ("lr", "weight_decay", "optimizer", "scheduler", "warmup_ratio")
+
 
 @dataclass
 class ExperimentConfig:
@@ -56,7 +59,7 @@ class ExperimentConfig:
 
 
 def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
-    """Defaults < the preset's (method and its settings, lr, weight decay, shots) < the user's values.
+    """Defaults < the preset's (method and its settings, optimisation settings, shots) < the user's values.
 
     The one place the preset is resolved. `data.seed` (training subset, demonstrations, shuffling) follows
     `seed` unless set; the evaluation subset has its own `data.eval_seed`, so every seed is scored on the same
@@ -66,7 +69,7 @@ def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
     from_preset: dict[str, Any] = {
         "method_name": preset.get("method"),
         "method": preset.get("config", {}),
-        "train": {k: preset[k] for k in ("lr", "weight_decay") if preset.get(k) is not None},
+        "train": {k: preset[k] for k in PRESET_TRAIN_KEYS if preset.get(k) is not None},
         "data": {"teacher_shots": preset.get("teacher_shots", 0), "eval_shots": preset.get("shots", 0)},
     }
     if values.get("method_name", from_preset["method_name"]) != from_preset["method_name"]:
