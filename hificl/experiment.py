@@ -69,8 +69,8 @@ def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
     from_preset: dict[str, Any] = {
         "method_name": preset.get("method"),
         "method": preset.get("config", {}),
-        "train": {k: preset[k] for k in PRESET_TRAIN_KEYS if preset.get(k) is not None},
-        "data": {"teacher_shots": preset.get("teacher_shots", 0), "eval_shots": preset.get("shots", 0)},
+        "train": {**{k: preset[k] for k in PRESET_TRAIN_KEYS if preset.get(k) is not None}, **preset["train"]},
+        "data": {"eval_shots": preset.get("shots", 0)},
     }
     if values.get("method_name", from_preset["method_name"]) != from_preset["method_name"]:
         raise ConfigError(
@@ -106,7 +106,7 @@ class Experiment:
 
     @property
     def trains(self) -> bool:
-        return self.method is not None and not self.config.adapter
+        return is_trained(self.config, self.method)
 
 
 def build_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> Experiment:
@@ -114,35 +114,42 @@ def build_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | Non
     L.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(False)
     loaded = load_model(config.model, dtype=config.dtype, attn_implementation=config.attn_implementation)
-    datamodule = build_datamodule(config, loaded)
-    method = build_attached_method(config, loaded)
+    method = build_method_for(config, loaded)
+    teacher_shots = method.teacher_shots if method is not None and is_trained(config, method) else 0
+    datamodule = build_datamodule(config, loaded, teacher_shots)
+    if method is not None:
+        method.attach(loaded.model)
     module = ICLApproxModule(loaded.model, loaded.processor.tokenizer, method, datamodule.spec, config.train)
     timer = RunTimer()
     trainer = build_trainer(config, [timer, *(callbacks or [])])
     return Experiment(config, loaded, datamodule, method, module, trainer, timer)
 
 
-def build_datamodule(config: ExperimentConfig, loaded: LoadedModel) -> ICLDataModule:
+def is_trained(config: ExperimentConfig, method: Method | None) -> bool:
+    """A method is trained unless there is none (zero-shot, k-shot ICL) or a saved adapter is evaluated."""
+    return method is not None and not config.adapter
+
+
+def build_datamodule(config: ExperimentConfig, loaded: LoadedModel, teacher_shots: int) -> ICLDataModule:
+    """`teacher_shots`: the method's (its one teacher switch); teacher rows are built only when it trains."""
     family, processor = loaded.family, loaded.processor
     return ICLDataModule(
         config.data,
         processor,
         image_token=family.image_placeholder,
         to_inputs=lambda texts, images: family.processor_inputs(processor, texts, images),
+        teacher_shots=teacher_shots,
         synthetic_root=synthetic_root(config.model),
     )
 
 
-def build_attached_method(config: ExperimentConfig, loaded: LoadedModel) -> Method | None:
-    """The saved adapter, a fresh method of the preset (initialised from the seed), or None; attached."""
+def build_method_for(config: ExperimentConfig, loaded: LoadedModel) -> Method | None:
+    """The saved adapter, a fresh method of the preset (initialised from the seed), or None; not yet attached."""
     if config.adapter:
-        method = load_method(config.adapter, loaded.model)
-    elif config.method_name:
-        method = build_method(config.method_name, loaded.model, config.method, seed=config.seed)
-    else:
-        return None
-    method.attach(loaded.model)
-    return method
+        return load_method(config.adapter, loaded.model)
+    if config.method_name:
+        return build_method(config.method_name, loaded.model, config.method, seed=config.seed)
+    return None
 
 
 def build_trainer(config: ExperimentConfig, callbacks: list[L.Callback]) -> L.Trainer:

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from hificl.batch import TrainBatch
-from hificl.data.prompts import MAX_NEW_TOKENS, cut_at_stop_words
+from hificl.data.prompts import DECODINGS, MAX_NEW_TOKENS, cut_at_stop_words
 from hificl.data.tasks import TaskSpec
 from hificl.errors import ConfigError, TrainingError
 from hificl.methods.base import Method
@@ -56,14 +56,15 @@ class TrainConfig:
     optimizer: str = TRAINING_DEFAULTS["optimizer"]  # a key of OPTIMIZERS
     scheduler: str = TRAINING_DEFAULTS["scheduler"]  # one of SCHEDULERS, stepped every optimizer step
     warmup_ratio: float = TRAINING_DEFAULTS["warmup_ratio"]
-    epochs: int | None = None  # None: 5 epochs at >= 1000 samples, 10 below (the papers' rule)
+    epochs: int | None = None  # None: `epochs_at_1000` epochs at >= 1000 samples, 10 below (the papers' rule)
+    epochs_at_1000: int = 5  # LIVE's preset: 10 (MimIC supplementary Sec. 7.2)
     accumulate: int = 1
     precision: str = "32-true"
     strategy: str = "auto"
     devices: int | str = 1
     accelerator: str = "auto"
-    num_beams: int = 1
-    max_new_tokens: int | None = None
+    decoding: str = "beam3"  # "beam3": 3 beams, length_penalty 0 (the papers' code) | "greedy"; docs/protocol.md
+    max_new_tokens: int | None = None  # None: 10 for VQA, 20 for captions (the papers' code)
     gradient_clip: float | None = None
 
     def __post_init__(self) -> None:
@@ -71,10 +72,12 @@ class TrainConfig:
             raise ConfigError(f"Unknown train.optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}.")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"Unknown train.scheduler {self.scheduler!r}; known: {', '.join(SCHEDULERS)}.")
+        if self.decoding not in DECODINGS:
+            raise ConfigError(f"train.decoding must be one of {sorted(DECODINGS)}; got {self.decoding!r}.")
 
     def epochs_for(self, train_size: int) -> int:
         """Epochs for a configured training-set size (the rule counts the samples asked for)."""
-        return self.epochs if self.epochs is not None else (5 if train_size >= 1000 else 10)
+        return self.epochs if self.epochs is not None else (self.epochs_at_1000 if train_size >= 1000 else 10)
 
 
 def with_positions(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -83,22 +86,19 @@ def with_positions(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[st
 
 
 def training_losses(model: nn.Module, method: Method | None, batch: TrainBatch) -> dict[str, torch.Tensor]:
-    """One batch's objective: the student's forward (query alone) and, for teacher-based methods, the frozen
-    teacher's forward with demonstrations and the method disabled. {"loss": ..., other logged terms}.
+    """One batch's objective: the student's forward (query alone) and, for methods trained against a teacher,
+    the frozen teacher's forward with demonstrations and the method disabled. {"loss": ..., other logged terms}.
 
     The one training step of the package: the LightningModule and `make bench` both call it."""
-    needs_teacher = method is not None and method.needs_teacher
-    student = model(
-        **with_positions(model, batch.student.inputs), labels=batch.student.labels, output_hidden_states=needs_teacher
-    )
+    student = model(**with_positions(model, batch.student.inputs), labels=batch.student.labels)
     if method is None:
         return {"loss": student.loss}
     teacher = None
-    if needs_teacher:
+    if method.teacher_shots:
         if batch.teacher is None:
-            raise TrainingError(f"{method.name} needs teacher rows: set teacher_shots > 0.")
+            raise TrainingError(f"{method.name} trains against a teacher, but the batch has no teacher rows.")
         with torch.no_grad(), method.disabled():
-            teacher = model(**with_positions(model, batch.teacher.inputs), output_hidden_states=True)
+            teacher = model(**with_positions(model, batch.teacher.inputs))
     return method.training_loss(student.loss, student, teacher, batch)
 
 
@@ -174,7 +174,7 @@ class ICLApproxModule(L.LightningModule):
         out = model.generate(
             **inputs,
             max_new_tokens=self.train_config.max_new_tokens or MAX_NEW_TOKENS[self.spec.kind],
-            num_beams=self.train_config.num_beams,
+            **DECODINGS[self.train_config.decoding],
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
         )
