@@ -37,7 +37,10 @@ Kernel arguments, each either honoured or refused (KernelArgumentError), never d
   check both). sdpa and eager receive the window in their mask; flash applies it to the key positions, which
   would hide the virtual tokens, so flash is refused when the window would bite;
 - bookkeeping (position_ids, cache_position, use_cache, output_attentions, ...): passed through untouched;
-- anything else (attention sinks, position bias, packed-sequence lengths): refused, in one sentence.
+- arguments that describe the real keys' layout (packed-sequence lengths, a per-key position bias, a paged
+  cache): refused, in one sentence, since prepended tokens would shift them;
+- anything else (e.g. GPT-OSS's attention sinks): the model's own kernel receives it on the concatenating
+  route and applies it to [K_D; K], as it applies it to the ICL run's keys.
 With no tokens (a source that returns None, or n = 0) the model's own kernel runs with its own arguments, so
 a method that adds nothing leaves the logits bit-identical.
 
@@ -74,8 +77,19 @@ OutputForm = Literal["joint", "unscaled"]
 HONOURED = frozenset({"scaling", "dropout", "is_causal", "softcap", "sliding_window"})
 #: kernel arguments that are bookkeeping for the layer, not part of the attention's mathematics.
 INERT = frozenset(
-    {"position_ids", "cache_position", "use_cache", "output_attentions", "output_hidden_states", "return_dict"}
+    {
+        "position_ids",
+        "cache_position",
+        "use_cache",
+        "logits_to_keep",
+        "output_attentions",
+        "output_hidden_states",
+        "return_dict",
+    }
 )
+#: kernel arguments that describe the real keys' layout (packed sequences, per-key biases, paged caches), which
+#: prepended tokens would silently shift.
+REFUSED = frozenset({"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "position_bias", "cache"})
 
 
 class KernelArgumentError(ConfigError, ValueError):
@@ -155,12 +169,13 @@ class _ModuleView:
 
 
 def _check_arguments(kernel: str, kwargs: dict[str, Any], n: int, kv_len: int) -> None:
-    """Refuse, in one sentence, any kernel argument the virtual tokens would otherwise silently drop."""
-    for name, value in kwargs.items():
-        if value is not None and name not in HONOURED and name not in INERT:
+    """Refuse, in one sentence, any kernel argument the virtual tokens cannot honour. Arguments neither honoured
+    nor refused by name reach the model's own kernel on the concatenating route, applied to [K_D; K]."""
+    for name in REFUSED.intersection(kwargs):
+        if kwargs[name] is not None:
             raise KernelArgumentError(
-                f"The model passes {name!r} to its {kernel} attention kernel; virtual tokens cannot honour it, "
-                "so this model cannot take a virtual-token method."
+                f"The model passes {name!r} to its {kernel} attention kernel; it describes the real keys' layout, "
+                "which prepended virtual tokens would shift, so this model cannot take a virtual-token method."
             )
     if kernel == "sdpa" and kwargs.get("softcap") is not None:
         raise KernelArgumentError(
@@ -181,6 +196,7 @@ _CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cp
 
 
 def _use_fused_inference(kernel: str, query: torch.Tensor, mask: torch.Tensor | None, kwargs: dict) -> bool:
+    """CPU sdpa inference whose every argument the closed form applies itself; anything else concatenates."""
     return (
         kernel == "sdpa"
         and _CPU_FLASH is not None
@@ -188,7 +204,12 @@ def _use_fused_inference(kernel: str, query: torch.Tensor, mask: torch.Tensor | 
         and not torch.is_grad_enabled()
         and not kwargs.get("dropout")
         and (mask is None or mask.dtype == torch.bool)
+        and all(v is None or k in _FUSED_ARGUMENTS for k, v in kwargs.items())
     )
+
+
+#: what the fused routes apply themselves (softcap never reaches them: sdpa refuses it).
+_FUSED_ARGUMENTS = frozenset({"scaling", "dropout", "sliding_window"}) | INERT
 
 
 @dataclass(frozen=True)
