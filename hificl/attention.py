@@ -371,13 +371,13 @@ def _fused_inference(
     weights = torch.softmax(torch.cat([logits, lse], 1), 1).to(query.dtype).transpose(1, 2)  # (rows, q_len, n+1)
     if q_len == 1 and tokens.form == "unscaled":  # out holds one row per (batch, query head) either way
         return torch.baddbmm(out.reshape(rows, 1, dim), weights, plan.values_zero_row).view(batch, 1, heads, dim)
-    out = out.reshape(batch, heads, q_len, dim)
+    out = out.view(batch, heads, q_len, dim)  # the kernel writes (batch, q_len, heads, dim): merge in place there
     beta_vd = torch.bmm(weights, plan.values_zero_row).view(batch, heads, q_len, dim)
     if tokens.form == "joint":
-        out = torch.addcmul(beta_vd, weights[..., -1:].reshape(batch, heads, q_len, 1), out)
+        torch.addcmul(beta_vd, weights[..., -1:].reshape(batch, heads, q_len, 1), out, out=out)
     else:
-        out = beta_vd.add_(out)
-    return out.transpose(1, 2).contiguous()
+        out.add_(beta_vd)
+    return out.transpose(1, 2).contiguous()  # free: already laid out as the layer expects
 
 
 # --- concatenating route: the model's kernel over [K_D; K] ------------------------------------------------------
