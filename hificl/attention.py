@@ -16,11 +16,14 @@ Two output forms are supported:
 - "unscaled": SA(q, K, V) + beta(q) @ V_D, beta still normalised by Z1 + Z2 (HiFICL's "w/o SA scaling"
   ablation; MimIC as its paper and public code compute it, SA + mu v).
 
-Two routes compute them, with the same numbers (a test holds them to 1e-5):
-- inference on CPU with sdpa (autograd off): torch's fused CPU kernel on the REAL keys alone returns SA and its
-  log-sum-exp log Z2 (causal fast path, no copy of the KV cache, grouped-query heads read in place), and the n
-  virtual logits are added in closed form: one softmax over [q K_D^T, log Z2] gives beta and alpha together,
-  then joint = alpha SA + beta V_D, unscaled = SA + beta V_D. Five small tensor operations per layer.
+Three routes compute them, with the same numbers (tests hold them to 1e-5):
+- decoding (one query per sequence) of the joint form, CPU sdpa inference: ONE sdpa call over [K_D; K], the
+  query heads of a KV group as the rows of their KV head (no copy of the cache per query head) and a precomputed
+  block mask that shows each head its own virtual tokens (with their logit bias) and every real key;
+- other CPU sdpa inference (prefill, and decoding of the unscaled form): torch's fused CPU kernel on the REAL
+  keys alone returns SA and its log-sum-exp log Z2 (causal fast path, grouped-query heads read in place), and
+  the n virtual logits are added in closed form: one softmax over [K_D q, log Z2] gives beta and alpha together,
+  then joint = alpha SA + beta V_D, unscaled = SA + beta V_D, merged in place into the kernel's output;
 - everything else (training, eager, flash, CUDA): ONE call of the model's kernel over [K_D; K] for the joint
   form; the unscaled form adds a second call, SA over the real keys alone, and takes beta V_D from the first
   call with the real values set to zero.
