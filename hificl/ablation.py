@@ -22,7 +22,7 @@ from hificl.errors import ConfigError
 from hificl.launch import Job, LocalRunner, Resources, Runner, resources_for
 from hificl.lightning.loggers import METRICS_FILE
 from hificl.rescore import PREDICTIONS, predictions_text, write_run_files
-from hificl.results import ResultsStore, stable_id
+from hificl.results import CellRow, ResultRow, ResultsStore, stable_id
 
 VOLATILE = ("progress", "output_dir", "run_dir")  # settings that do not change a result
 
@@ -73,7 +73,7 @@ def expand_matrix(spec: dict[str, Any], *, quick: bool = False, model: str | Non
 class RunOutcome:
     """What a worker sends back to the driver, which alone writes the store: the row and the run's files."""
 
-    row: dict[str, Any]
+    row: ResultRow
     files: dict[str, str]
 
 
@@ -121,7 +121,7 @@ def run_matrix(
     workers: int = 1,
     runner: Runner | None = None,
     cpus_per_run: float = 1.0,
-) -> list[dict[str, Any]]:
+) -> list[CellRow]:
     """Run every missing cell; return all cell rows. Progress: cells done / left and a time estimate.
 
     `runner` places the runs (default: `workers` local processes; hificl.launch.RayRunner for a cluster); this
@@ -135,24 +135,25 @@ def run_matrix(
     if retired:
         print(f"ablations: {retired} cell(s) of an earlier matrix moved to {store.root / 'stale'}")
     todo_cells = [c for c in cells if not store.has_cell(c.cell_id)]
-    runs: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, Any]] = {}  # runs to do
+    stored: dict[str, ResultRow] = {}  # runs finished before a kill, whose cells were not all written yet
     for cell in todo_cells:
-        if cell.run_id not in runs and store.run(cell.run_id) is None:
-            runs[cell.run_id] = cell.values
+        if cell.run_id not in runs and cell.run_id not in stored:
+            row = store.run(cell.run_id)  # None also for an unreadable run file (moved aside): run it again
+            if row is None:
+                runs[cell.run_id] = cell.values
+            else:
+                stored[cell.run_id] = row
     by_run: dict[str, list[Cell]] = {}
     for cell in todo_cells:
         by_run.setdefault(cell.run_id, []).append(cell)
 
-    def finish(run_id: str, row: dict[str, Any]) -> None:
+    def finish(run_id: str, row: ResultRow) -> None:
         for cell in by_run.get(run_id, []):
-            store.put_cell(
-                cell.cell_id,
-                {**row, "cell_id": cell.cell_id, "run_id": run_id, "group": cell.group, "variant": cell.variant},
-            )
+            store.put_cell(CellRow(cell.cell_id, run_id, cell.group, cell.variant, row))
 
-    for run_id in list(by_run):  # runs finished before a kill, whose cells were not all written yet
-        if run_id not in runs:
-            finish(run_id, store.run(run_id))
+    for run_id, row in stored.items():
+        finish(run_id, row)
     work = (store.root / "work").resolve()  # a run's own directory while it runs: its logs and checkpoints
     jobs = [
         Job(run_id, {**values, "run_dir": str(work / run_id)}, _resources(values, cpus_per_run))

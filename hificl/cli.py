@@ -38,10 +38,10 @@ def cmd_base_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_rows(rows: list[dict[str, Any]]) -> None:
-    from analysis.tables import results_frame
+def _print_rows(rows: list[Any]) -> None:
+    from hificl.results import CellRow, results_frame
 
-    frame = results_frame(rows)
+    frame = results_frame([CellRow.standalone(row) for row in rows])
     print(frame.to_string(index=False))
 
 
@@ -49,8 +49,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hificl.experiment import run_experiment
 
     row = run_experiment(_experiment(args))
-    if row["global_rank"] == 0:
-        print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "num_trainable", "train_time_s")}))
+    if row.environment.global_rank == 0:
+        train_time_s = row.timings.train_s
+        print(json.dumps({"task": row.task, "preset": row.preset, "seed": row.seed, "metrics": row.metrics,
+                          "num_trainable": row.num_trainable, "train_time_s": train_time_s}))  # fmt: skip
     return 0
 
 
@@ -59,8 +61,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     forced = {"adapter": args.adapter} if args.adapter else {}
     row = run_experiment(_experiment(args, **forced))
-    if row["global_rank"] == 0:
-        print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "eval_ms_per_sample")}))
+    if row.environment.global_rank == 0:
+        eval_ms_per_sample = row.timings.eval_ms_per_sample
+        print(json.dumps({"task": row.task, "preset": row.preset, "seed": row.seed, "metrics": row.metrics,
+                          "eval_ms_per_sample": eval_ms_per_sample}))  # fmt: skip
     return 0
 
 
@@ -134,18 +138,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from hificl.bench import random_llava, run_bench, summary
+    from hificl.bench import bench_model, run_bench, summary
 
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    if args.model_config == "embedded":
-        from hificl.models.loading import load_model
-        from hificl.tiny import build_base_model
-
-        model = load_model(str(build_base_model(Path(args.base_model))), dtype=args.dtype).model.to(device)
-    else:
-        model = random_llava(args.model_config, device, dtype)
-    results = run_bench(model, out=args.out, prompt_len=args.prompt_len, repeats=args.repeats)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    config = args.model_config or ("embedded" if device.type == "cpu" else "large")
+    model = bench_model(config, args.base_model, device, dtype)
+    results = run_bench(
+        model, out=args.out, prompt_len=args.prompt_len, repeats=args.repeats, paper_scale=not args.no_paper_scale
+    )
     print(summary(results))
     print(f"written: {args.out}")
     return 0
@@ -218,8 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("bench", cmd_bench, "side-by-side timings and memory ratios (benchmarks, not tests)")
     p.add_argument("--base-model", default="base-model")
-    p.add_argument("--model-config", choices=["embedded", "medium", "large"], default="embedded")
+    p.add_argument(
+        "--model-config",
+        choices=["embedded", "tiny", "medium", "large"],
+        default=None,
+        help="embedded: the pretrained tiny LMM; tiny: its architecture, random weights; medium/large: random "
+        "LLaVA (default: embedded on CPU, large on CUDA)",
+    )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads; 1 measures thread CPU time")
+    p.add_argument("--no-paper-scale", action="store_true", help="skip the Mistral-7B-wide layer line")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--repeats", type=int, default=7)

@@ -12,6 +12,7 @@ the records and cells whose metrics changed (a fixed metric, a new one), then th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from itertools import groupby
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hificl.errors import DataError
-from hificl.results import ResultsStore, atomic_write_text
+from hificl.files import atomic_write_text
+from hificl.results import ResultRow, ResultsStore
 
 PREDICTIONS = "predictions.json"
 
@@ -79,23 +81,25 @@ def rescore_store(root: str | Path) -> dict[str, int]:
     store = ResultsStore(root)
     if not store.runs.is_dir():
         raise DataError(f"Results directory {store.root} holds no runs/; run `hificl ablate` first.")
-    changed: dict[str, dict[str, Any]] = {}
+    changed: dict[str, ResultRow] = {}
     rescored = 0
-    for record in sorted(store.runs.glob("*.json")):
+    records = sorted(p for p in store.runs.glob("*.json") if not p.name.startswith("."))
+    for record in records:
         path = run_dir(store, record.stem) / PREDICTIONS
         if not path.is_file():
             continue
+        row = store.run(record.stem)  # None: unreadable, moved aside by the store (the matrix runs it again)
+        if row is None:
+            continue
         metrics, hallucinated = score_predictions(read_predictions(path))
         rescored += 1
-        row = json.loads(record.read_text())
-        update = {"metrics": metrics, "hallucinated_objects": hallucinated}
-        if any(row.get(k) != v for k, v in update.items()):
-            store.put_run(record.stem, {**row, **update})
-            changed[record.stem] = update
-    for cell in sorted(store.cells.glob("*.json")):
-        row = json.loads(cell.read_text())
-        if row.get("run_id") in changed:
-            store.put_cell(cell.stem, {**row, **changed[row["run_id"]]})
+        if row.metrics != metrics or row.hallucinated_objects != hallucinated:
+            new = dataclasses.replace(row, metrics=metrics, hallucinated_objects=hallucinated)
+            store.put_run(record.stem, new)
+            changed[record.stem] = new
+    for cell in store.cell_rows():
+        if cell.run_id in changed:
+            store.put_cell(dataclasses.replace(cell, result=changed[cell.run_id]))
     if changed:
         store.write_csv()
-    return {"runs": len(list(store.runs.glob("*.json"))), "rescored": rescored, "changed": len(changed)}
+    return {"runs": len(records), "rescored": rescored, "changed": len(changed)}

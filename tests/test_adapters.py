@@ -90,16 +90,14 @@ def test_a_trained_method_carries_a_model_card_and_its_experiment(
     row = run_experiment(experiment_config(values))
     saved = tmp_path / "run" / "method"
     meta = json.loads((saved / "method.json").read_text())
-    assert meta["base_model"] == row["model_fingerprint"] and meta["metrics"] == row["metrics"]
+    assert meta["base_model"] == row.model_fingerprint and meta["metrics"] == row.metrics
     card = (saved / "README.md").read_text()
     assert card.startswith("---\nbase_model: ") and f"library_name: {'peft' if preset == 'lora' else 'hificl'}" in card
-    assert f"`{tiny_world / 'model'}`" in card and row["model_fingerprint"]["weights_digest"] in card
-    assert f"Task: syn-vqa; trained on {row['train_size']} examples, seed 0" in card and row["train_size"] == 8
-    assert f"accuracy {row['metrics']['accuracy']:.4f}" in card and "on 4 evaluation examples" in card
+    assert f"`{tiny_world / 'model'}`" in card and row.model_fingerprint["weights_digest"] in card
+    assert f"Task: syn-vqa; trained on {row.train_size} examples, seed 0" in card and row.train_size == 8
+    assert f"accuracy {row.metrics['accuracy']:.4f}" in card and "on 4 evaluation examples" in card
     assert (saved / "adapter_config.json").is_file() is (preset == "lora")
     # the card's command re-runs the same experiment: experiment.yaml is the resolved config, less where it wrote
     again = to_dict(experiment_config(read_yaml(saved / "experiment.yaml")))
-    assert {k: v for k, v in again.items() if k not in PLACE} == {
-        k: v for k, v in row["config"].items() if k not in PLACE
-    }
+    assert {k: v for k, v in again.items() if k not in PLACE} == {k: v for k, v in row.config.items() if k not in PLACE}
     assert main(["evaluate", "--adapter", str(saved), "--config", str(saved / "experiment.yaml")]) == 0

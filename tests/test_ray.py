@@ -63,7 +63,7 @@ def test_matrix_on_two_ray_nodes_gives_the_local_tables(
     alive = {node["NodeID"] for node in _alive_nodes(two_nodes)}
     assert set(runner.placements.values()) == alive and len(alive) == 2
     expected = ResultsStore(local).cell_rows()
-    assert [(r["cell_id"], r["metrics"]) for r in rows] == [(r["cell_id"], r["metrics"]) for r in expected]
+    assert [(r.cell_id, r.result.metrics) for r in rows] == [(r.cell_id, r.result.metrics) for r in expected]
     tables = _tables(tmp_path)
     assert {"main.csv", "rank_sweep.csv"} <= set(tables) and tables == _tables(local)
     for run_id in runner.placements:  # the driver wrote each run's generations beside its record

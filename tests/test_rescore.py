@@ -3,6 +3,7 @@ stored metrics back exactly; an edited generation changes the record, its cells 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,13 +12,13 @@ import pytest
 import yaml
 
 from hificl.ablation import run_matrix
+from hificl.batch import TrainBatch
 from hificl.cli import main
 from hificl.data.synthetic_scenes import SHAPES
-from hificl.lightning.batch import TrainBatch
 from hificl.lightning.module import ICLApproxModule
 from hificl.metrics.vqa import vqa_accuracy
 from hificl.rescore import read_predictions, rescore_store, score_predictions
-from hificl.results import ResultsStore
+from hificl.results import ResultRow, ResultsStore
 
 
 def _matrix(path: Path) -> Path:
@@ -59,8 +60,9 @@ def store(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Results
     return ResultsStore(root / "results")
 
 
-def _runs(store: ResultsStore) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(store.runs.glob("*.json"))}
+def _runs(store: ResultsStore) -> dict[str, ResultRow]:
+    runs = {p.stem: store.run(p.stem) for p in sorted(store.runs.glob("*.json"))}
+    return {run_id: row for run_id, row in runs.items() if row is not None}
 
 
 def test_every_run_keeps_its_generations_and_rescoring_gives_its_metrics_back_exactly(store: ResultsStore) -> None:
@@ -69,11 +71,11 @@ def test_every_run_keeps_its_generations_and_rescoring_gives_its_metrics_back_ex
     metrics_seen = set()
     for run_id, row in runs.items():
         payload = read_predictions(store.runs / run_id / "predictions.json")
-        assert payload["task"] == row["task"] and len(payload["items"]) == row["eval_size"] == 6
+        assert payload["task"] == row.task and len(payload["items"]) == row.eval_size == 6
         assert [i["batch"] for i in payload["items"]] == [0, 0, 0, 0, 1, 1]
         metrics, hallucinated = score_predictions(payload)
-        assert metrics == row["metrics"]  # exact, not approx
-        assert hallucinated == row["hallucinated_objects"]
+        assert metrics == row.metrics  # exact, not approx
+        assert hallucinated == row.hallucinated_objects
         metrics_seen |= {k for k, v in metrics.items() if v > 0}
     assert metrics_seen == {"accuracy", "cider", "chair_s", "chair_i", "recall"}  # every metric non-trivial
     assert payload_vocabulary(store, runs, "syn-caption")  # the synthetic objects' names, kept for CHAIR
@@ -82,14 +84,14 @@ def test_every_run_keeps_its_generations_and_rescoring_gives_its_metrics_back_ex
     assert (store.root / "results.csv").read_text() == csv
 
 
-def payload_vocabulary(store: ResultsStore, runs: dict[str, dict], task: str) -> dict[str, list[str]]:
-    run_id = next(r for r, row in runs.items() if row["task"] == task)
+def payload_vocabulary(store: ResultsStore, runs: dict[str, ResultRow], task: str) -> dict[str, list[str]]:
+    run_id = next(r for r, row in runs.items() if row.task == task)
     return read_predictions(store.runs / run_id / "predictions.json")["chair_vocabulary"]
 
 
 def test_an_edited_generation_is_rescored_into_records_cells_and_tables(store: ResultsStore) -> None:
     runs = _runs(store)
-    run_id = next(r for r, row in runs.items() if row["task"] == "syn-vqa" and row["preset"] == "zero-shot")
+    run_id = next(r for r, row in runs.items() if row.task == "syn-vqa" and row.preset == "zero-shot")
     path = store.runs / run_id / "predictions.json"
     payload = json.loads(path.read_text())
     item = payload["items"][2]  # answered "no"
@@ -100,11 +102,11 @@ def test_an_edited_generation_is_rescored_into_records_cells_and_tables(store: R
     path.write_text(json.dumps(payload))
 
     assert main(["figures", "--results", str(store.root), "--rescore"]) == 0
-    row = json.loads((store.runs / f"{run_id}.json").read_text())
-    assert row["metrics"]["accuracy"] == pytest.approx(runs[run_id]["metrics"]["accuracy"] + gain / 6, abs=1e-12)
-    cells = [json.loads(p.read_text()) for p in store.cells.glob("*.json")]
-    assert [c["metrics"] for c in cells if c["run_id"] == run_id] == [row["metrics"]]
-    unchanged = {r: v["metrics"] for r, v in runs.items() if r != run_id}
-    assert {r: json.loads((store.runs / f"{r}.json").read_text())["metrics"] for r in unchanged} == unchanged
+    after = _runs(store)
+    row = after[run_id]
+    assert row.metrics["accuracy"] == pytest.approx(runs[run_id].metrics["accuracy"] + gain / 6, abs=1e-12)
+    assert row == dataclasses.replace(runs[run_id], metrics=row.metrics)  # only the metrics changed
+    assert [c.result for c in store.cell_rows() if c.run_id == run_id] == [row]
+    assert {r: v for r, v in after.items() if r != run_id} == {r: v for r, v in runs.items() if r != run_id}
     table = pd.read_csv(store.root / "report" / "tables" / "main.csv").set_index("Method")
-    assert table.loc["Zero-shot", "syn-vqa (Acc) mean"] == pytest.approx(100 * row["metrics"]["accuracy"])
+    assert table.loc["Zero-shot", "syn-vqa (Acc) mean"] == pytest.approx(100 * row.metrics["accuracy"])

@@ -61,8 +61,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_parameters(
     assert not (out / "out" / "method").exists()  # nothing of the killed attempt looks finished
 
     resumed = run_experiment(_config(tiny_world, preset, out, **method))
-    assert resumed["train_steps"] == whole["train_steps"] == 12
-    assert resumed["metrics"] == whole["metrics"]
+    assert resumed.train_steps == whole.train_steps == 12
+    assert resumed.metrics == whole.metrics
     ours, theirs = (load_file(str(d / "out" / "method" / "method.safetensors")) for d in (out, tmp_path / "whole"))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     at_epoch_1 = {k.removeprefix("method."): v for k, v in checkpoint["state_dict"].items()}

@@ -43,15 +43,16 @@ def test_every_matrix_run_keeps_per_step_losses_lr_and_diagnostics(tiny_world: P
     rows = run_matrix(tmp_path / "m.yaml", tmp_path / "results", model=str(tiny_world / "model"))
     store = ResultsStore(tmp_path / "results")
     assert not (tmp_path / "results" / "work").exists() or not any((tmp_path / "results" / "work").iterdir())
-    for row in rows:
-        metrics = store.runs / row["run_id"] / "metrics.csv"
-        if row["preset"] == "zero-shot":
-            assert [r["test/accuracy"] for r in _rows(metrics)] == [str(row["metrics"]["accuracy"])]
+    for cell in rows:
+        row = cell.result
+        metrics = store.runs / cell.run_id / "metrics.csv"
+        if row.preset == "zero-shot":
+            assert [r["test/accuracy"] for r in _rows(metrics)] == [str(row.metrics["accuracy"])]
             continue
-        terms, diagnostics = METHODS[row["preset"]]
+        terms, diagnostics = METHODS[row.preset]
         table = _rows(metrics)
         steps = [r for r in table if r.get("train/loss")]
-        assert [int(r["step"]) for r in steps] == list(range(4)) == list(range(row["train_steps"]))
+        assert [int(r["step"]) for r in steps] == list(range(4)) == list(range(row.train_steps))
         assert all(float(r["train/loss"]) > 0 for r in steps)
         for term in terms:  # each loss term separately, every step
             assert all(r[term] for r in steps), term
@@ -59,8 +60,8 @@ def test_every_matrix_run_keeps_per_step_losses_lr_and_diagnostics(tiny_world: P
             assert all(r[name] for r in steps), name
         lrs = [float(v) for r in table for k, v in r.items() if k.startswith("lr-AdamW") and v]
         assert len(lrs) >= 4 and lrs[0] < max(lrs)  # the cosine schedule's warm-up, step by step
-    live = next(r for r in rows if r["preset"] == "live")
-    table = _rows(store.runs / live["run_id"] / "metrics.csv")
+    live = next(c for c in rows if c.result.preset == "live")
+    table = _rows(store.runs / live.run_id / "metrics.csv")
     alpha = [float(r["diag/alpha/layer_0"]) for r in table if r.get("train/loss")]
     assert len(alpha) == 4 and len(set(alpha)) == 4  # LIVE's alpha is learned: a new value every step
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hificl.errors import ConfigError
-from hificl.results import atomic_write_text
+from hificl.files import atomic_write_text
 
 CHECKPOINTS, LAST, IDENTITY = "checkpoints", "last.ckpt", "experiment.json"
 

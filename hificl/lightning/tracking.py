@@ -1,6 +1,6 @@
 """What joins a run's Trainer for tracking and resuming: loggers, the learning-rate monitor, the method's
-diagnostics, per-epoch checkpoints and the checkpoint to continue from (hificl.lightning.loggers / .diagnostics /
-.checkpoints)."""
+diagnostics and per-epoch checkpoints (hificl.lightning.loggers / .diagnostics / .checkpoints); the checkpoint to
+continue from is `checkpoints.resume_path`, which `hificl.experiment` hands to `fit`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 
 from hificl.config import to_dict
-from hificl.lightning.checkpoints import checkpoint_callbacks, resume_path
+from hificl.lightning.checkpoints import checkpoint_callbacks
 from hificl.lightning.diagnostics import MethodDiagnostics
 from hificl.lightning.loggers import build_loggers
 from hificl.results import stable_id
@@ -26,7 +26,6 @@ PLACE = ("output_dir", "run_dir", "progress")
 class Tracking:
     loggers: list[Logger]
     callbacks: list[L.Callback]
-    resume_from: str | None  # a previous attempt's last checkpoint
 
 
 def experiment_id(config: Any) -> str:
@@ -35,10 +34,9 @@ def experiment_id(config: Any) -> str:
 
 def tracking_for(config: Any, task: str, trains: bool) -> Tracking:
     """Loggers always (train.logger); when the run trains: LR monitor, diagnostics, and, with a run_dir,
-    checkpoints every epoch plus the checkpoint a killed attempt left."""
+    a checkpoint every epoch (the run_dir is claimed for this experiment first)."""
     loggers = build_loggers(config.train.logger, config.run_dir, f"{config.preset}-{task}")
     callbacks: list[L.Callback] = []
-    resume = None
     if trains:
         callbacks.append(MethodDiagnostics())
         if loggers:
@@ -46,5 +44,4 @@ def tracking_for(config: Any, task: str, trains: bool) -> Tracking:
         if config.run_dir:
             run_dir = Path(config.run_dir)
             callbacks += checkpoint_callbacks(run_dir, experiment_id(config))
-            resume = resume_path(run_dir)
-    return Tracking(loggers, callbacks, resume)
+    return Tracking(loggers, callbacks)
