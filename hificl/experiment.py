@@ -29,6 +29,9 @@ from hificl.methods.io import load_method, save_method
 from hificl.methods.presets import resolve_preset
 from hificl.methods.registry import build_method
 from hificl.models.loading import load_model
+from hificl.outputs import OutputDir, staged_outputs
+from hificl.preflight import check_images
+from hificl.validation import check_experiment
 
 
 @dataclass
@@ -42,6 +45,7 @@ class ExperimentConfig:
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     output_dir: str | None = None  # where the trained method and predictions are written, if set
+    overwrite: bool = False  # replace the package's own files in an output_dir that already holds some
     adapter: str | None = None  # evaluate this saved method instead of training one
     validate: bool = False  # evaluate after every epoch ("val/<metric>" in callback_metrics; Optuna prunes on it)
     progress: bool = True
@@ -63,6 +67,7 @@ def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
     config = from_dict(ExperimentConfig, deep_merge(from_preset, values), "experiment")
     if "seed" not in (values.get("data") or {}):  # one seed drives init, training subset and demonstrations
         config.data.seed = config.seed
+    check_experiment(config)
     return config
 
 
@@ -98,7 +103,13 @@ def gather_predictions(predictions: list[dict[str, Any]], world_size: int) -> li
 
 def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train (if the preset has a method) and evaluate; the returned row carries config, seed, versions,
-    model fingerprint, metrics and timings."""
+    model fingerprint, metrics and timings. The output directory is checked before the model loads and
+    written as one unit at the end (hificl.outputs)."""
+    with staged_outputs(config.output_dir, overwrite=config.overwrite) as outputs:
+        return _run_experiment(config, callbacks, outputs)
+
+
+def _run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None, outputs: OutputDir | None) -> dict:
     L.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(False)
     preset = resolve_preset(config.preset)
@@ -115,6 +126,8 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
         to_inputs=lambda texts, images: family.processor_inputs(processor, texts, images),
     )
     datamodule.setup()
+    check_images(datamodule.train_records if preset.get("method") and not config.adapter else [])
+    check_images(datamodule.eval_records)
     method = None
     if config.adapter:
         method = load_method(config.adapter, loaded.model)
@@ -187,12 +200,12 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
     row["global_rank"] = trainer.global_rank
     if config.output_dir:
         predictions = gather_predictions(module.predictions, trainer.world_size)
-        if trainer.is_global_zero:
-            out = Path(config.output_dir)
+        if outputs is not None:
+            out = outputs.stage
             if method is not None:
                 save_method(method, out / "method", loaded.model, extra={"preset": config.preset, "task": spec.name})
-            out.mkdir(parents=True, exist_ok=True)
             (out / "predictions.json").write_text(json.dumps(predictions, indent=1))
             (out / "result.json").write_text(json.dumps(row, indent=2))
+            outputs.commit()
         trainer.strategy.barrier()
     return row
