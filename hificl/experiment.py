@@ -31,6 +31,7 @@ from hificl.methods.registry import build_method
 from hificl.models.loading import load_model
 from hificl.outputs import OutputDir, staged_outputs
 from hificl.preflight import check_images
+from hificl.runtime import runtime_facts
 from hificl.validation import check_experiment
 
 
@@ -197,6 +198,7 @@ def _run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None
             "python": platform.python_version(),
         },
     }
+    row["runtime"] = runtime_facts(trainer.strategy.root_device, trainer.world_size)
     row["global_rank"] = trainer.global_rank
     if config.output_dir:
         predictions = gather_predictions(module.predictions, trainer.world_size)

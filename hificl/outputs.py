@@ -90,6 +90,7 @@ class OutputDir:
 
     path: Path
     stage: Path
+    created: list[Path]  # parent directories prepare made (removed again if the run fails and they are empty)
 
     @classmethod
     def prepare(cls, output_dir: str | Path, *, overwrite: bool = False) -> OutputDir:
@@ -108,16 +109,18 @@ class OutputDir:
             if not os.access(path, os.W_OK | os.X_OK):
                 raise ConfigError(f"output_dir {path} is not writable.")
         parent = _existing_parent(path)
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"output_dir {path} cannot be created: {parent} is not writable.")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"output_dir {path} cannot be created: {parent} is not a writable directory.")
+        created = [p for p in reversed(path.parents) if not p.exists()]
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.{STAGE}-", dir=path.parent))
+            stage.chmod(0o755)  # mkdtemp makes it private; the renamed output directory should not be
+            _OwnerFile.write(stage)
         except OSError as err:
-            raise ConfigError(f"output_dir {path} cannot be written ({err.strerror}).") from None
-        stage.chmod(0o755)  # mkdtemp makes it private; the renamed output directory should not be
-        _OwnerFile.write(stage)
-        return cls(path, stage)
+            _remove_empty(created)
+            raise ConfigError(f"output_dir {path} cannot be written ({err.strerror or err}).") from None
+        return cls(path, stage, created)
 
     def commit(self) -> Path:
         """Swap the stage in: the old directory's foreign files move over, its own files go to the trash."""
@@ -136,6 +139,15 @@ class OutputDir:
         """A failed run: drop the stage (it holds only what this run wrote)."""
         if self.stage.exists():
             _remove_owned(self.stage)
+        _remove_empty(self.created)
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in reversed(directories):
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _rank_zero() -> bool:

@@ -44,10 +44,9 @@ class DataConfig:
     num_workers: int = 0
 
     def validate(self) -> None:
-        if self.train_size < 0 or self.eval_size < 1:
-            raise ConfigError(f"train_size must be >= 0 and eval_size >= 1; got {self.train_size}, {self.eval_size}.")
-        if self.teacher_shots < 0 or self.eval_shots < 0:
-            raise ConfigError("teacher_shots and eval_shots must be >= 0.")
+        from hificl.validation import check_data  # every range check lives in one module
+
+        check_data(self)
 
 
 def meta(record: Record) -> dict[str, Any]:
