@@ -85,12 +85,18 @@ def claim(
         if slot.number not in in_budget and RETRY_OF not in slot.user_attrs:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, slot.number)
+        owner = {"host": socket.gethostname(), "pid": os.getpid()}
         try:
+            # the owner goes on the slot before the claim, so a kill right after the claim leaves it named
+            storage.set_trial_system_attr(trial_id, OWNER, owner)
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                storage.set_trial_system_attr(trial_id, OWNER, {"host": socket.gethostname(), "pid": os.getpid()})
+                storage.set_trial_system_attr(trial_id, OWNER, owner)  # a losing claimant may have written its own
                 storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
                 if sampler is not None:  # before Trial(): its constructor already asks the sampler
-                    study.sampler = build_sampler(sampler, slot.number)
+                    study.sampler = build_sampler(sampler, slot.user_attrs.get(RETRY_OF, slot.number))
+                # the study's storage cache learns of a trial claimed behind its back only by reading the list
+                # (TPE reads it when sampling; RandomSampler never does, and set_trial_param would fail)
+                study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 return optuna.Trial(study, trial_id)
         except UpdateFinishedTrialError:
             continue
