@@ -20,7 +20,7 @@ from tqdm import tqdm
 from hificl.config import deep_merge, read_yaml, to_dict
 from hificl.errors import ConfigError
 from hificl.results import ResultsStore, stable_id
-from hificl.validation import check_matrix
+from hificl.validation import check_matrix, check_models
 
 VOLATILE = ("progress", "output_dir", "overwrite")  # settings that do not change a result
 
@@ -103,6 +103,7 @@ def run_matrix(
     """Run every missing cell; return all cell rows. Progress: cells done / left and a time estimate."""
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
+    check_models({str(c.values.get("model", "base-model")) for c in cells})
     store = ResultsStore(Path(results) / ("quick" if quick else ""))
     retired = store.retire_cells({c.cell_id for c in cells})
     if retired:

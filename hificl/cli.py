@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hificl.config import expand_path
-from hificl.errors import HificlError
+from hificl.errors import ConfigError, HificlError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -28,6 +28,11 @@ def _experiment(args: argparse.Namespace, **forced: Any) -> Any:
         forced = {**forced, "overwrite": True}
     values = apply_overrides(deep_merge(values, forced), args.set)
     return experiment_config(values)
+
+
+def _at_least(option: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{option} must be >= {low}, got {value}.")
 
 
 def cmd_base_model(args: argparse.Namespace) -> int:
@@ -83,6 +88,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from analysis.report import build_report
     from hificl.ablation import run_matrix
 
+    _at_least("--workers", args.workers, 1)
     results = Path(args.results) / ("quick" if args.quick else "")
     run_matrix(args.config, args.results, quick=args.quick, model=args.base_model, workers=args.workers)
     _print_report(build_report(results), results)
@@ -114,6 +120,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from hificl.bench import random_llava, run_bench, summary
+
+    _at_least("--repeats", args.repeats, 1)
+    _at_least("--prompt-len", args.prompt_len, 1)
 
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
@@ -213,10 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except HificlError as err:
-        print(f"hificl: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever a library put in the message
+        print(f"hificl: error: {message}", file=sys.stderr)
         return 2
-    except FileNotFoundError as err:
-        print(f"hificl: error: {err.strerror}: {err.filename}", file=sys.stderr)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+        print(f"hificl: error: {err.filename}: {err.strerror}.", file=sys.stderr)
         return 2
 
 

@@ -59,7 +59,7 @@ def expand_path(value: str | Path) -> str:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(expand_path(path))
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist.")
+        raise ConfigError(f"Config file {path} {'is not a file' if path.exists() else 'does not exist'}.")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:

@@ -171,3 +171,12 @@ def check_matrix(spec: dict[str, Any], where: str) -> None:
         for variant, settings in variants.items():
             if settings is not None and not isinstance(settings, dict):
                 _fail(f"{where}: groups.{group}.variants.{variant}", "a mapping of experiment settings", settings)
+
+
+def check_models(models: set[str]) -> None:
+    """Every model a batch of runs needs exists (a local directory, or an owner/name hub id): checked once for
+    the whole ablation matrix or study, before the first run, not when the first cell needing it starts."""
+    from hificl.models.loading import resolve
+
+    for model in sorted(models):
+        resolve(expand_path(model))

@@ -393,3 +393,37 @@ def test_adapter_refused_on_a_model_whose_attention_weights_changed(
     shutil.copytree(tiny_world / "model", same)
     argv = ["evaluate", *small(tiny_world, tmp_path / "ok"), "--adapter", str(adapter), "--set", f"model={same}"]
     assert main([*argv, "--set", f"data.data_root={tiny_world / 'synthetic'}"]) == 0
+
+
+# --- tune and ablate: refused before any trial or cell starts -----------------------------------------------
+TUNE = str(Path(__file__).resolve().parents[1] / "experiments" / "tune.yaml")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--set", "study.name=../../evil"], "tune.study.name '../../evil' must be a plain file name"),
+        (["--set", "experiment.train.lr=-1"], "experiment.train.lr must be a finite number > 0, got -1.0"),
+        (["--set", "experiment.method.rnak=2"], "Unknown hificl setting(s) ['rnak']"),
+        (["--set", "study.sampler.seed=-3"], "tune.study.sampler.seed must be a non-negative integer or null"),
+        (["--base-model", "no-such-model"], "Model directory no-such-model does not exist"),
+    ],
+)
+def test_bad_study_is_refused_before_anything_is_written(
+    argv: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path}/db/study.db"
+    message = run_cli(["tune", "--config", TUNE, "--storage", storage, *argv], capsys)
+    assert expected in message
+    assert list(tmp_path.iterdir()) == []  # no database, no results/tune/<name>, nothing outside it either
+    assert not (tmp_path.parent / "evil").exists()
+
+
+def test_ablate_checks_workers_and_models_before_any_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(MATRIX))
+    argv = ["ablate", "--config", str(tmp_path / "m.yaml"), "--results", str(tmp_path / "r")]
+    assert run_cli([*argv, "--workers", "0"], capsys) == "--workers must be >= 1, got 0."
+    message = run_cli([*argv, "--base-model", str(tmp_path / "nowhere")], capsys)
+    assert message == f"Model path {tmp_path / 'nowhere'} does not exist."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]

@@ -77,6 +77,9 @@ def resolve(name_or_path: str) -> str:
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelError(f"Model path {name_or_path} does not exist.")
+    if "/" not in name_or_path:  # every image-text model on the hub is owner/name: this meant a directory
+        hint = " (build the embedded default with `make base-model`)" if name_or_path == "base-model" else ""
+        raise ModelError(f"Model directory {name_or_path} does not exist{hint}; a hub id looks like owner/name.")
     return name_or_path
 
 
