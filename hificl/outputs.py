@@ -108,6 +108,11 @@ class OutputDir:
                 )
             if not os.access(path, os.W_OK | os.X_OK):
                 raise ConfigError(f"output_dir {path} is not writable.")
+            if held and (os.path.ismount(path) or Path.cwd().is_relative_to(path)):
+                # the commit renames the directory itself: impossible for a mount point, unkind to a working dir
+                raise ConfigError(
+                    f"output_dir {path} is a mount point or holds the working directory; use a subdirectory."
+                )
         parent = _existing_parent(path)
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise ConfigError(f"output_dir {path} cannot be created: {parent} is not a writable directory.")

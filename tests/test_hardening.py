@@ -5,6 +5,7 @@ stage). Plus: output directories are written as one unit and never lose a file t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -106,6 +107,12 @@ def output_under_a_file(world: Path, tmp: Path) -> tuple[list[str], list[str]]:
     return [*argv, "--set", f"output_dir={tmp / 'file' / 'out'}"], [f"output_dir {tmp / 'file' / 'out'}"]
 
 
+def output_is_a_file(world: Path, tmp: Path) -> tuple[list[str], list[str]]:
+    (tmp / "afile").write_text("not a directory")
+    argv, _ = train()(world, tmp)
+    return [*argv, "--set", f"output_dir={tmp / 'afile'}"], [f"output_dir {tmp / 'afile'} exists and is not a dir"]
+
+
 CASES: dict[str, Case] = {
     # config files and overrides
     "--set value not YAML": expect(train("train.lr=[1,"), "The value of override 'train.lr=[1,' is not valid YAML"),
@@ -172,6 +179,7 @@ CASES: dict[str, Case] = {
     # late failures that must come early
     "unreadable evaluation image": corrupt_eval_image,
     "output dir under a file": output_under_a_file,
+    "output dir is a file": output_is_a_file,
 }
 
 
@@ -186,6 +194,17 @@ def test_hostile_input_is_one_sentence_exit_2_before_training(
     assert leftovers(tmp_path) == []
     if case.startswith("auto_map"):
         assert "[y/N]" not in capsys.readouterr().out
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_parent_fails_before_the_model_loads(
+    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_training: None
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    message = run_cli(["train", *small(tiny_world, locked / "out")], capsys)
+    assert message == f"output_dir {locked / 'out'} cannot be created: {locked} is not a writable directory."
+    assert list(locked.iterdir()) == []
 
 
 def test_check_verifies_weight_headers_against_the_config(
