@@ -446,3 +446,17 @@ def test_ablate_checks_workers_and_models_before_any_cell(tmp_path: Path, capsys
     message = run_cli([*argv, "--base-model", str(tmp_path / "nowhere")], capsys)
     assert message == f"Model path {tmp_path / 'nowhere'} does not exist."
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]
+
+
+def test_weights_digest_samples_the_whole_of_a_tensor_past_float32_indexing() -> None:
+    from hificl.models.fingerprint import weights_digest
+
+    model = torch.nn.Embedding(2**24 + 3, 1)  # numel past 2**24: a float linspace of indices would overshoot
+    torch.nn.init.zeros_(model.weight)
+    before = weights_digest(model)
+    with torch.no_grad():
+        model.weight[-1] = 1.0  # the last element is one of the samples
+    assert weights_digest(model) != before
+    with torch.no_grad():
+        model.weight[-1], model.weight[1] = 0.0, 1.0  # an element between two samples is not: that is the cost
+    assert weights_digest(model) == before

@@ -35,7 +35,8 @@ def weights_digest(model: nn.Module, samples: int = SAMPLES_PER_TENSOR) -> str:
     digest = hashlib.sha256()
     for name, param in model.named_parameters():
         flat = param.detach().reshape(-1)
-        index = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel()), device=flat.device).long()
+        count = min(samples, flat.numel())  # evenly spaced, in integers (float linspace overshoots past 2**24)
+        index = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
         values = flat[index].to("cpu", torch.float32).contiguous()
         digest.update(f"{name}|{tuple(param.shape)}|{param.dtype};".encode())
         digest.update(values.numpy().tobytes())
