@@ -102,6 +102,10 @@ def _check(config: TuneConfig) -> None:
     study, search = config.study, config.search
     if study.direction not in ("maximize", "minimize"):
         raise ConfigError(f"tune.study.direction must be maximize or minimize, got {study.direction!r}.")
+    if not study.storage.startswith("journal:") and "://" not in study.storage:
+        raise ConfigError(
+            f"Storage {study.storage!r} must be a database URL (sqlite:///x.db, postgresql://..) or journal:PATH."
+        )
     if study.n_trials < 1:
         raise ConfigError(f"tune.study.n_trials must be >= 1, got {study.n_trials}.")
     for name in ("n_tokens", "rank"):
