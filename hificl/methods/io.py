@@ -47,8 +47,12 @@ def save_method(method: Method, directory: str | Path, model: nn.Module, extra: 
             foreign = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS, CONFIG))
             if foreign:
                 raise AdapterError(f"{directory} holds files that are not a saved method ({foreign}); not replaced.")
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+            old = tmp.with_name(f"{tmp.name}.old")
+            os.replace(directory, old)  # never a moment with neither adapter nor a whole one in its place
+            os.replace(tmp, directory)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
