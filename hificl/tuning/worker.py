@@ -124,16 +124,20 @@ def reap_stale(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int
     (its params fixed, so the study runs exactly the points an uninterrupted run would). Returns how many."""
     study_id = storage.get_study_id_from_name(study.study_name)
     now, reaped = time.time(), 0
-    for trial in storage.get_all_trials(study_id, states=(TrialState.RUNNING,)):
-        if not _is_stale(trial, now):
+    everything = storage.get_all_trials(study_id, deepcopy=False)
+    retried = {t.user_attrs[RETRY_OF] for t in everything if RETRY_OF in t.user_attrs}
+    for trial in everything:
+        if trial.state != TrialState.RUNNING or not _is_stale(trial, now):
             continue
+        # the retry first, then the FAIL: a reaper killed in between leaves a retry (found above next time)
+        # and a still-RUNNING trial, never a failed trial whose slot was not given back
+        if trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
         try:
             storage.set_trial_user_attr(trial._trial_id, "error", "its worker died (killed or lost) while running it")
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # another worker reaped it first
-        study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
         reaped += 1
     return reaped
 
