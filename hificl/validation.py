@@ -62,8 +62,6 @@ def check_experiment(config: ExperimentConfig) -> None:
     check_data(config.data)
     check_train(config.train)
     check_method(config.preset, config.method, config.adapter)
-    if config.data.teacher_shots and config.data.train_size == 0:
-        _fail("experiment.data.teacher_shots", "0 when data.train_size is 0 (no pool to draw from)", 1)
 
 
 def check_data(data: Any) -> None:
@@ -72,13 +70,14 @@ def check_data(data: Any) -> None:
     task_spec(data.task)  # an unknown task names the known ones
     _at_least("experiment.data.train_size", data.train_size, 0)
     _at_least("experiment.data.eval_size", data.eval_size, 1)
-    _at_least("experiment.data.teacher_shots", data.teacher_shots, 0)
+    _at_least("experiment.data.val_size", data.val_size, 1)
     _at_least("experiment.data.eval_shots", data.eval_shots, 0)
     _at_least("experiment.data.batch_size", data.batch_size, 1)
     _at_least("experiment.data.eval_batch_size", data.eval_batch_size, 1)
     _at_least("experiment.data.num_workers", data.num_workers, 0)
     _seed("experiment.data.seed", data.seed)
     _seed("experiment.data.eval_seed", data.eval_seed)
+    _seed("experiment.data.val_seed", data.val_seed)
     if data.demo_selection not in DEMO_SELECTIONS:
         _fail("experiment.data.demo_selection", f"one of {', '.join(DEMO_SELECTIONS)}", data.demo_selection)
 
@@ -89,8 +88,8 @@ def check_train(train: Any) -> None:
     _finite("experiment.train.warmup_ratio", train.warmup_ratio, "in [0, 1)", 0 <= train.warmup_ratio < 1)
     # epochs = 0 would save an untrained method as a result; evaluate a baseline with preset zero-shot instead.
     _at_least("experiment.train.epochs", train.epochs, 1, optional=True)
+    _at_least("experiment.train.epochs_at_1000", train.epochs_at_1000, 1)
     _at_least("experiment.train.accumulate", train.accumulate, 1)
-    _at_least("experiment.train.num_beams", train.num_beams, 1)
     _at_least("experiment.train.max_new_tokens", train.max_new_tokens, 1, optional=True)
     if train.gradient_clip is not None:
         _finite("experiment.train.gradient_clip", train.gradient_clip, "a finite number > 0", train.gradient_clip > 0)

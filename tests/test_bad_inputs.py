@@ -268,7 +268,8 @@ def test_same_seed_repeats_a_teacher_based_run_exactly(tiny_world: Path, tmp_pat
             "seed": seed,
             "progress": False,
             "output_dir": str(tmp_path / out),
-            "data": {"train_size": 8, "eval_size": 4, "batch_size": 4, "eval_batch_size": 4, "teacher_shots": 2},
+            "method": {"teacher_shots": 2},
+            "data": {"train_size": 8, "eval_size": 4, "batch_size": 4, "eval_batch_size": 4},
             "train": {"epochs": 2},
         }
         return run_experiment(experiment_config(values))
