@@ -34,7 +34,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.processing_utils import ProcessorMixin
 
 from hificl.errors import ModelError
-from hificl.models.families import Family, check_self_attention, family_for, supported_types
+from hificl.models.families import BY_TYPE, Family, check_self_attention, family_for, supported_types
 from hificl.models.fingerprint import model_fingerprint
 from hificl.models.layers import find_language_model
 from hificl.models.weights import check_weights
@@ -161,11 +161,19 @@ def _one_line(error: Exception) -> str:
     return re.sub(r"\.\s+(?=[A-Z`])", "; ", text).rstrip(".") or type(error).__name__
 
 
-def _image_only_processor(path: str, error: ImportError) -> ProcessorMixin:
+def _image_only_processor(path: str, error: Exception) -> ProcessorMixin:
     """Build the checkpoint's processor class from its tokenizer and image processor, without a video processor."""
     processor_dict, _ = ProcessorMixin.get_processor_dict(path, **_hub_kwargs())
-    processor_class = getattr(transformers, processor_dict.get("processor_class") or "", None)
-    if processor_class is None or "video_processor" not in processor_class.get_attributes():
+    name = processor_dict.get("processor_class") or ""
+    processor_class = getattr(transformers, name, None)
+    try:
+        attributes = processor_class.get_attributes() if processor_class is not None else []
+    except ImportError as missing:  # a placeholder class: it needs a library not installed (PixtralProcessor)
+        needs = " and ".join(getattr(processor_class, "_backends", None) or ["a library"])
+        raise ModelError(
+            f"Cannot load the processor of {path}: transformers' {name} needs {needs}, which is not installed."
+        ) from missing
+    if "video_processor" not in attributes:
         raise ModelError(f"Cannot load the processor of {path}: {_first_line(error)}") from error
     parts = {
         "image_processor": AutoImageProcessor.from_pretrained(path, **_hub_kwargs()),
@@ -182,6 +190,8 @@ def load_processor(path: str) -> ProcessorMixin:
     except ImportError as error:
         return _image_only_processor(path, error)
     except (OSError, ValueError) as error:
+        if "torchvision" in str(error):  # AutoVideoProcessor's way of saying it (InternVL)
+            return _image_only_processor(path, error)
         raise ModelError(f"Cannot load the processor of {path}: {_first_line(error)}") from error
 
 
@@ -241,7 +251,15 @@ def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[
     source = resolve(name_or_path)
     config = load_config(source)
     check_self_attention(config)
-    family = family_for(config, load_processor(source))
+    try:
+        processor = load_processor(source)
+    except ModelError as error:  # a registered family is still described; the report carries the sentence
+        if config.model_type not in BY_TYPE:
+            raise
+        processor, processor_report = None, str(error)
+    else:
+        processor_report = type(processor).__name__
+    family = family_for(config, processor)
     model = _meta_model(config)
     weights = check_weights(Path(source), model) if Path(source).is_dir() else None
     lm = find_language_model(model)
@@ -255,6 +273,7 @@ def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[
     r = min(rank, shape.head_dim)
     return {
         "family": family.name,
+        "processor": processor_report,
         "model_type": config.model_type,
         "architecture": type(model).__name__,
         "text_model_type": config.get_text_config(decoder=True).model_type,
