@@ -330,7 +330,7 @@ def test_tilde_means_home_in_every_path_option(
     row = json.loads((home / "out" / "result.json").read_text())
     assert row["config"]["output_dir"] == str(home / "out") and row["config"]["data"]["data_root"] == str(home / "data")
     assert list(cwd.iterdir()) == []  # no literal ./~ directory
-    assert row["runtime"]["intra_op_threads"] == torch.get_num_threads() and row["runtime"]["device"] == "cpu"
+    assert row["environment"]["threads"] == torch.get_num_threads() and row["environment"]["device"] == "cpu"
 
 
 # --- adapters: wrong structure, wrong tensors, another base model ----------------------------------------

@@ -86,7 +86,7 @@ def ten_answers(canonical: str, rng: np.random.Generator) -> tuple[str, ...]:
     return tuple(answers[i] for i in rng.permutation(10))
 
 
-_SIZE_WORDS = ({}, {"large": "big", "small": "small"}, {"large": "large", "small": "small"})
+_SIZE_WORDS: tuple[dict[str, str], ...] = ({}, {"large": "big", "small": "small"}, {"large": "large", "small": "small"})
 _CAPTION_STYLES = (("", 0), ("", 2), ("an image of ", 0), ("there is ", 1), ("a picture with ", 2))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import typing
 from typing import Any
 
 import torch
@@ -58,7 +59,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
 
 def _compute(model: nn.Module) -> dict[str, Any]:
     lm = find_language_model(model)
-    text_config = model.config.get_text_config(decoder=True)
+    text_config = typing.cast(Any, model).config.get_text_config(decoder=True)
     return {
         "architecture": type(model).__name__,
         "text_model_type": text_config.model_type,

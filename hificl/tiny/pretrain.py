@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,9 @@ def pretrain(out_dir: Path, seed: int = 0, max_minutes: float = 9.5, config: Pre
         captured.clear()
         lm_loss = model(**batch).loss
         logits = probe(captured[0]).split(CELL_CLASSES, dim=-1)
-        aux = sum(F.cross_entropy(lg.flatten(0, 1), cells[..., j].flatten()) for j, lg in enumerate(logits))
+        aux = typing.cast(
+            torch.Tensor, sum(F.cross_entropy(lg.flatten(0, 1), cells[..., j].flatten()) for j, lg in enumerate(logits))
+        )
         loss = lm_loss + config.aux_weight * aux
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,7 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from hificl.config import deep_merge, to_dict
-from hificl.results import atomic_write_text
+from hificl.files import atomic_write_text
 from hificl.tuning.settings import TuneConfig, experiment_values
 
 
@@ -80,7 +80,7 @@ def _figures(study: optuna.Study, out: Path, notes: list[str]) -> list[str]:
             notes.append(f"{name} skipped: {type(err).__name__}: {err}")
             plt.close("all")
             continue
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        figure: Any = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
         figure.savefig(out / name, dpi=120, bbox_inches="tight")
         plt.close(figure)
         written.append(str(out / name))
