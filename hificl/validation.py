@@ -107,7 +107,7 @@ def method_config(name: str, values: dict[str, Any]) -> Any:
     from hificl.methods.registry import METHODS, make_config
 
     make_config(name, values)  # unknown method or setting: names the valid ones
-    typed = from_dict(METHODS[name].config_class, values, "experiment.method")
+    typed: Any = from_dict(METHODS[name].config_class, values, "experiment.method")
     for field in POSITIVE_METHOD_INTS:
         value = getattr(typed, field, None)
         if isinstance(value, int) and value < 1:

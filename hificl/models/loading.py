@@ -211,7 +211,7 @@ def load_model(
         check_weights(Path(source), _meta_model(config))
     model = _load_weights(source, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
     if device is not None:
-        model = model.to(device)  # type: ignore[arg-type]  # transformers types `to` through a decorator
+        model = model.to(device)
     model.eval().requires_grad_(False)
     family.check_model(model)
     return LoadedModel(model=model, processor=processor, family=family, fingerprint=model_fingerprint(model))
@@ -226,9 +226,10 @@ def _meta_model(config: PretrainedConfig) -> nn.Module:
 def _load_weights(source: str, **kwargs: Any) -> nn.Module:
     """from_pretrained from safetensors only; any key it would leave randomly initialised or drop is an error."""
     try:
-        model, info = AutoModelForImageTextToText.from_pretrained(
+        loaded: Any = AutoModelForImageTextToText.from_pretrained(
             source, use_safetensors=True, output_loading_info=True, **kwargs, **_hub_kwargs()
         )
+        model, info = loaded  # (model, loading info) when output_loading_info is set
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise ModelError(f"Cannot load the weights of {source}: {_one_line(error)[:300]}") from None
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):

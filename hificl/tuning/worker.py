@@ -85,7 +85,7 @@ def claim(
         if slot.number not in in_budget and RETRY_OF not in slot.user_attrs:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, slot.number)
-        owner = {"host": socket.gethostname(), "pid": os.getpid()}
+        owner: dict[str, str | int] = {"host": socket.gethostname(), "pid": os.getpid()}
         try:
             # the owner goes on the slot before the claim, so a kill right after the claim leaves it named
             storage.set_trial_system_attr(trial_id, OWNER, owner)
