@@ -23,8 +23,9 @@ from hificl.launch import Job, LocalRunner, Resources, Runner, resources_for
 from hificl.lightning.loggers import METRICS_FILE
 from hificl.rescore import PREDICTIONS, predictions_text, write_run_files
 from hificl.results import CellRow, ResultRow, ResultsStore, stable_id
+from hificl.validation import check_matrix, check_models
 
-VOLATILE = ("progress", "output_dir", "run_dir")  # settings that do not change a result
+VOLATILE = ("progress", "output_dir", "overwrite", "run_dir")  # settings that do not change a result
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,7 @@ def _resolved(values: dict[str, Any]) -> dict[str, Any]:
 
 def expand_matrix(spec: dict[str, Any], *, quick: bool = False, model: str | None = None) -> list[Cell]:
     """Every cell of the matrix, in declaration order."""
-    for key in ("tasks", "groups"):
-        if key not in spec:
-            raise ConfigError(f"The ablation matrix lacks its {key!r} section.")
+    check_matrix(spec, "The ablation matrix")
     defaults = deep_merge(spec.get("defaults", {}), spec.get("quick", {}).get("defaults", {}) if quick else {})
     seeds = spec.get("quick", {}).get("seeds", spec.get("seeds", [0])) if quick else spec.get("seeds", [0])
     cells = []
@@ -62,7 +61,10 @@ def expand_matrix(spec: dict[str, Any], *, quick: bool = False, model: str | Non
                     values = deep_merge(values, {"data": {"task": task}, "seed": seed, "progress": False})
                     if model:
                         values["model"] = model
-                    resolved = _resolved(values)
+                    try:
+                        resolved = _resolved(values)
+                    except ConfigError as err:
+                        raise ConfigError(f"Cell {group}/{variant}/{task}/seed {seed}: {err}") from None
                     run_id = stable_id(resolved)
                     cell_id = stable_id({"group": group, "variant": variant, "run": run_id})
                     cells.append(Cell(group, variant, task, seed, values, run_id, cell_id))
@@ -128,6 +130,7 @@ def run_matrix(
     process alone writes the store, each run's files (generations) before its record."""
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
+    check_models({str(c.values.get("model", "base-model")) for c in cells})
     store = ResultsStore(Path(results) / ("quick" if quick else ""))
     for partial in [*store.root.glob(".*.tmp"), *store.runs.rglob(".*.tmp"), *store.cells.glob(".*.tmp")]:
         partial.unlink()  # a driver killed mid-write left it; the file it was writing is written again

@@ -101,3 +101,23 @@ def test_a_trained_method_carries_a_model_card_and_its_experiment(
     again = to_dict(experiment_config(read_yaml(saved / "experiment.yaml")))
     assert {k: v for k, v in again.items() if k not in PLACE} == {k: v for k, v in row.config.items() if k not in PLACE}
     assert main(["evaluate", "--adapter", str(saved), "--config", str(saved / "experiment.yaml")]) == 0
+
+
+def test_a_method_saved_again_replaces_its_exports_but_not_a_foreign_file(tmp_path: Path) -> None:
+    from hificl.errors import AdapterError
+    from hificl.methods.exports import EXPORTS
+
+    model = llava_qwen2()
+    method = _trained_lora(model)
+    extra = {"preset": "lora", "task": "syn-vqa", "experiment": {"preset": "lora", "seed": 0}}
+    save_method(method, tmp_path / "lora", model, extra=extra)
+    assert set(EXPORTS) <= {p.name for p in (tmp_path / "lora").iterdir()}  # peft files, card, experiment
+    first = (tmp_path / "lora" / "adapter_model.safetensors").read_bytes()
+    with torch.no_grad():
+        next(p for n, p in method.named_parameters() if "lora_B" in n).add_(1.0)
+    save_method(method, tmp_path / "lora", model, extra=extra)  # its own exports are no foreign files
+    assert (tmp_path / "lora" / "adapter_model.safetensors").read_bytes() != first
+    (tmp_path / "lora" / "notes.txt").write_text("mine")
+    with pytest.raises(AdapterError, match=r"holds files that are not a saved method \(\['notes.txt'\]\)"):
+        save_method(method, tmp_path / "lora", model, extra=extra)
+    assert (tmp_path / "lora" / "notes.txt").read_text() == "mine"

@@ -19,7 +19,7 @@ from hificl.lightning.loggers import build_loggers
 from hificl.results import stable_id
 
 #: Settings that say where or how visibly a run happens, not what it computes.
-PLACE = ("output_dir", "run_dir", "progress")
+PLACE = ("output_dir", "overwrite", "run_dir", "progress")
 
 
 @dataclass

@@ -29,7 +29,7 @@ PEFT_CONFIG, PEFT_WEIGHTS, CARD, EXPERIMENT = (
 #: Files `write_exports` may write (a re-save replaces them along with the method's own files).
 EXPORTS = (PEFT_CONFIG, PEFT_WEIGHTS, CARD, EXPERIMENT)
 #: Experiment settings that say where a run wrote, not what it was.
-PLACE = ("output_dir", "run_dir", "adapter", "progress")
+PLACE = ("output_dir", "overwrite", "run_dir", "adapter", "progress")
 
 
 def write_exports(method: Method, model: nn.Module, directory: Path, meta: dict[str, Any]) -> None:
