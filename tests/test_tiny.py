@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from hificl.data.prompts import Example, build_prompt, cut_at_stop_words
 from hificl.data.synthetic import generate_split
 from hificl.data.synthetic_scenes import COLOURS, SHAPES
 from hificl.tiny.model import TinyConfig, pixel_values
-from hificl.tiny.pretrain import INFO_FILE, PretrainConfig, pretrain
+from hificl.tiny.pretrain import INFO_FILE, PretrainConfig, pretrain, weights_sha256
 
 SMALL = PretrainConfig(
     model=TinyConfig(hidden=64, layers=2, intermediate=256, vision_hidden=64, vision_layers=1, max_positions=256),
@@ -30,7 +33,7 @@ FAMILY_WORDS = {"colour": set(COLOURS), "shape": set(SHAPES), "count": {"1", "2"
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pretrain(tmp_path_factory.mktemp("tiny") / "model", seed=0, max_minutes=1.0, config=SMALL)
+    return pretrain(tmp_path_factory.mktemp("tiny") / "model", seed=0, config=SMALL)
 
 
 def test_saved_dir_loads_like_a_downloaded_model(small_model: Path) -> None:
@@ -51,10 +54,36 @@ def test_saved_dir_loads_like_a_downloaded_model(small_model: Path) -> None:
 
 def test_pretraining_is_cached(small_model: Path) -> None:
     stamp = (small_model / "model.safetensors").stat().st_mtime_ns
-    assert pretrain(small_model, seed=0, max_minutes=1.0, config=SMALL) == small_model
+    assert pretrain(small_model, seed=0, config=SMALL) == small_model
     assert (small_model / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="other than this pretraining run"):
-        pretrain(small_model, seed=1, max_minutes=1.0, config=SMALL)
+        pretrain(small_model, seed=1, config=SMALL)
+
+
+def test_a_run_is_its_seed_and_config_whatever_the_load(tmp_path: Path) -> None:
+    """The same recipe twice, once with both cores kept busy by other processes and a budget long exceeded:
+    byte-identical weights, all steps done, the machine's thread count restored."""
+    config = replace(SMALL, steps=20)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    busy: list[subprocess.Popen] = []
+    try:
+        quiet = pretrain(tmp_path / "quiet", seed=3, config=config)
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        with pytest.warns(UserWarning, match="budget"):
+            loaded = pretrain(tmp_path / "loaded", seed=3, config=config, budget_minutes=0.0)
+        assert torch.get_num_threads() == 1
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+        torch.set_num_threads(before)
+    assert weights_sha256(quiet) == weights_sha256(loaded)
+    info = json.loads((loaded / INFO_FILE).read_text())
+    assert info["steps_done"] == 20 and info["threads"] == 2 and info["weights_sha256"] == weights_sha256(quiet)
+    assert info["torch"] == torch.__version__ and info["cpu_capability"]
+    other = pretrain(tmp_path / "other", seed=4, config=config)
+    assert weights_sha256(other) != weights_sha256(quiet)
 
 
 def _family_mass(model_dir: Path, shots: int) -> float:

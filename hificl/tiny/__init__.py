@@ -25,9 +25,14 @@ def write_card(model_dir: Path, n_per_family: int = 100, seed: int = 0) -> dict:
     card = {
         "model": "tiny LLaVA (CLIP vision tower + Qwen2 decoder, GQA)",
         "parameters": info["parameters"],
-        "pretrain_seconds": info["pretrain_seconds"],
-        "pretrain_steps": info["steps_done"],
-        "seed": info["key"]["seed"],
+        # What ran: with the config in hificl_pretrain.json, enough to rebuild these exact weights.
+        "pretraining": {
+            "seed": info["key"]["seed"],
+            "steps": info["steps_done"],
+            **{k: info[k] for k in ("threads", "torch", "machine", "cpu_capability", "weights_sha256")},
+            "seconds": info["pretrain_seconds"],
+            "steps_per_second": info["steps_per_second"],
+        },
         "eval": {"split": "val", "n_per_family": n_per_family, "metric": "exact match (caption: object set)"},
         "accuracy": evaluate(model_dir, n_per_family=n_per_family, seed=seed),
     }
