@@ -29,7 +29,7 @@ from hificl.data.synthetic_tasks import (
 from hificl.metrics.okvqa import stem_answer
 
 MANIFEST = "hificl_dataset.json"
-VERSION = 2  # 2: syn-OKVQA answers stored stemmed beside raw_answer, as the OK-VQA release does
+VERSION = 3  # 2: syn-OKVQA answers stored stemmed beside raw_answer, as the OK-VQA release does; 3: world of issue 14
 SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 1, "val": 2}
 _IMAGE_ID_BASE = {"train": 100_000, "val": 500_000}

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from hificl.tiny.card import evaluate
+from hificl.tiny.card import TARGETS, check_targets, evaluate
 from hificl.tiny.pretrain import INFO_FILE, PretrainConfig, pretrain
 
 CARD_FILE = "card.json"
@@ -33,9 +33,14 @@ def write_card(model_dir: Path, n_per_family: int = 100, seed: int = 0) -> dict:
             "seconds": info["pretrain_seconds"],
             "steps_per_second": info["steps_per_second"],
         },
-        "eval": {"split": "val", "n_per_family": n_per_family, "metric": "exact match (caption: object set)"},
+        "eval": {
+            "split": "val",
+            "n_per_family": n_per_family,
+            "metric": "VQA accuracy (syn-OKVQA: stemmed, as OK-VQA); captions: CIDEr, CHAIRs, CHAIRi over shapes",
+        },
         "accuracy": evaluate(model_dir, n_per_family=n_per_family, seed=seed),
     }
+    card["targets"] = {"thresholds": TARGETS, **check_targets(card["accuracy"])}
     tmp = model_dir / f".{CARD_FILE}.tmp"
     tmp.write_text(json.dumps(card, indent=2))
     os.replace(tmp, model_dir / CARD_FILE)
