@@ -32,6 +32,7 @@ def write_card(model_dir: Path, n_per_family: int = 100, seed: int = 0) -> dict:
             **{k: info[k] for k in ("threads", "torch", "machine", "cpu_capability", "weights_sha256")},
             "seconds": info["pretrain_seconds"],
             "steps_per_second": info["steps_per_second"],
+            "cpu_seconds": info.get("cpu_seconds"),
         },
         "eval": {
             "split": "val",

@@ -142,7 +142,7 @@ def _pretrain(
     hook = model.model.multi_modal_projector.register_forward_hook(lambda _m, _i, out: captured.append(out))
     n_image = image_tokens(config.model)
 
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), time.process_time()
     pool = ScenePool(rng, config.pool_size)
     model.train()
     losses: list[float] = []
@@ -188,7 +188,7 @@ def _pretrain(
             )
     bar.close()
     hook.remove()
-    elapsed = time.monotonic() - start
+    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu_start
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -204,6 +204,9 @@ def _pretrain(
             "weights_sha256": weights_sha256(tmp),
             "pretrain_seconds": round(elapsed, 1),
             "steps_per_second": round(len(losses) / elapsed, 2) if elapsed > 0 else None,
+            # CPU seconds of all threads: unlike wall time, barely moved by other processes (with passive
+            # OpenMP waiting), so it estimates the idle time: between cpu / threads and cpu.
+            "cpu_seconds": round(cpu, 1),
             "final_loss": float(np.mean(losses[-20:])) if losses else None,
             "parameters": sum(p.numel() for p in model.parameters()),
         }
