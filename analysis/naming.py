@@ -9,10 +9,14 @@ METHOD_LABELS: dict[str, str] = {
     "zero-shot": "Zero-shot",
     "icl": "8-shot ICL",
     "lora": "LoRA",
+    "lora-lm": "LoRA (LM only)",
     "lora-o1": "LoRA-o1",
     "live": "LIVE",
     "mimic": "MimIC",
-    "mimic-public": "MimIC (public code)",
+    "mimic-vector": "MimIC (learnable vector)",
+    "mimic-shared-head": "MimIC (head-sharing μ)",
+    "mimic-shared-query": "MimIC (query-sharing μ)",
+    "mimic-after-sa": "MimIC (align after SA)",
     "hificl": "HiFICL",
 }
 VARIANT_LABELS: dict[str, str] = {

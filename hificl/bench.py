@@ -191,11 +191,11 @@ def _train_step(model: nn.Module, method: Method, batch: TrainBatch) -> Callable
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
-        student = model(**batch.student.inputs, labels=batch.student.labels, output_hidden_states=method.needs_teacher)
+        student = model(**batch.student.inputs, labels=batch.student.labels)
         teacher = None
-        if method.needs_teacher:
+        if method.teacher_shots:
             with torch.no_grad(), method.disabled():
-                teacher = model(**batch.teacher.inputs, output_hidden_states=True)
+                teacher = model(**batch.teacher.inputs)
         method.training_loss(student.loss, student, teacher, batch)["loss"].backward()
         optimizer.step()
 

@@ -57,8 +57,8 @@ def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
     preset = resolve_preset(values.get("preset", ExperimentConfig.preset))
     from_preset: dict[str, Any] = {
         "method": preset.get("config", {}),
-        "train": {k: preset[k] for k in ("lr", "weight_decay") if preset.get(k) is not None},
-        "data": {"teacher_shots": preset.get("teacher_shots", 0), "eval_shots": preset.get("shots", 0)},
+        "train": {**{k: preset[k] for k in ("lr", "weight_decay") if preset.get(k) is not None}, **preset["train"]},
+        "data": {"eval_shots": preset.get("shots", 0)},
     }
     config = from_dict(ExperimentConfig, deep_merge(from_preset, values), "experiment")
     if "seed" not in (values.get("data") or {}):  # one seed drives init, training subset and demonstrations
@@ -108,20 +108,21 @@ def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None 
     if spec.synthetic and not data_cfg.data_root:
         data_cfg = DataConfig(**{**to_dict(data_cfg), "data_root": str(synthetic_root(config.model))})
     family, processor = loaded.family, loaded.processor
+    method = None
+    if config.adapter:
+        method = load_method(config.adapter, loaded.model)
+    elif preset.get("method"):
+        values = {**preset.get("config", {}), **config.method}
+        method = build_method(preset["method"], loaded.model, values, seed=config.seed)
     datamodule = ICLDataModule(
         data_cfg,
         processor,
         image_token=family.image_placeholder,
         to_inputs=lambda texts, images: family.processor_inputs(processor, texts, images),
+        teacher_shots=method.teacher_shots if method is not None and not config.adapter else 0,
     )
     datamodule.setup()
-    method = None
-    if config.adapter:
-        method = load_method(config.adapter, loaded.model)
-        method.attach(loaded.model)
-    elif preset.get("method"):
-        values = {**preset.get("config", {}), **config.method}
-        method = build_method(preset["method"], loaded.model, values, seed=config.seed)
+    if method is not None:
         method.attach(loaded.model)
     vocabulary = None
     if spec.metric == "caption":

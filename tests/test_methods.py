@@ -6,22 +6,21 @@ import math
 
 import pytest
 import torch
-from transformers import MistralConfig
 
 from hificl.attention import virtual_kv_attention
-from hificl.errors import ConfigError, DataError
+from hificl.errors import ConfigError, DataError, ModelError, TrainingError
 from hificl.lightning.batch import PromptBatch, TrainBatch
 from hificl.methods.io import load_method, save_method
-from hificl.methods.lora import LoRA, LoRAConfig
-from hificl.methods.losses import IGNORE, answer_cross_entropy, check_query_spans
+from hificl.methods.lora import LoRA
+from hificl.methods.losses import IGNORE, answer_cross_entropy, check_query_spans, layerwise_alignment
 from hificl.methods.mimic import MimIC, MimICConfig
 from hificl.methods.presets import PRESETS, TRAINING_DEFAULTS, resolve_preset
 from hificl.methods.registry import build_method, make_config
-from hificl.models.layers import AttentionShape, attention_shape_from_config, find_language_model
+from hificl.models.layers import AttentionShape, find_language_model
 from tests.models import IMAGE_SIZE, image_prompt, llava_qwen2
 
 TRAINED = {
-    "mimic": ({"form": "paper"}, 5e-2),
+    "mimic": ({"form": "unscaled"}, 5e-2),
     "live": ({}, 5e-2),
     "lora": ({"rank": 4, "alpha": 8.0, "dropout": 0.0}, 1e-2),
     "hificl": ({"n_tokens": 4, "rank": 4}, 5e-2),
@@ -32,7 +31,7 @@ TRAINED = {
 
 
 def _masked_direct(q, k, v, allowed, w, b, shift, scaling):
-    """(1 - mu) SA + mu v and SA + mu v from MimIC's formula, computed without the primitive."""
+    """(1 - mu) SA + mu v (Tab. 8 "learnable vector") and SA + mu v (MimIC) from the formula, without the primitive."""
     scores = (q @ k.transpose(-1, -2) * scaling).masked_fill(~allowed, -math.inf)
     sa = scores.softmax(-1) @ v
     z2 = scores.exp().sum(-1, keepdim=True)
@@ -60,24 +59,53 @@ def test_mimic_token_equals_its_formula_under_causal_and_padding_masks(kernel: s
         torch.randn(heads, d, generator=g),
     )
     outputs = {}
-    for form in ("paper", "public-code"):
+    for form in ("joint", "unscaled"):
         method = MimIC(MimICConfig(form=form), shape)
         with torch.no_grad():
             method.f_weight[0], method.f_bias[0], method.shift[0] = w, b, shift
         module.__dict__["_virtual_kv"] = lambda m, method=method: method.layer_tokens(0, m)
         with torch.no_grad():
             outputs[form], _ = virtual_kv_attention(kernel, module, q, k, v, allowed, scaling=module.scaling)
-    paper, public = _masked_direct(q, k, v, allowed, w, b, shift, d**-0.5)
-    real = pad[:, :, None, None].expand_as(paper)  # padded queries see no real key: SA is undefined there
-    assert (outputs["paper"] - paper)[real].abs().max().item() < 1e-5
-    assert (outputs["public-code"] - public)[real].abs().max().item() < 1e-5
-    assert (outputs["paper"] - outputs["public-code"])[real].abs().max().item() > 1e-2  # the forms really differ
+    joint, unscaled = _masked_direct(q, k, v, allowed, w, b, shift, d**-0.5)
+    real = pad[:, :, None, None].expand_as(joint)  # padded queries see no real key: SA is undefined there
+    assert (outputs["joint"] - joint)[real].abs().max().item() < 1e-5
+    assert (outputs["unscaled"] - unscaled)[real].abs().max().item() < 1e-5
+    assert (outputs["joint"] - outputs["unscaled"])[real].abs().max().item() > 1e-2  # the forms really differ
+    assert MimICConfig().form == "unscaled" and resolve_preset("mimic")["config"]["form"] == "unscaled"
+    assert resolve_preset("mimic-vector")["config"]["form"] == "joint"
+
+
+def test_head_sharing_mu_ties_f_across_the_heads_of_a_layer() -> None:
+    heads, t, d = 2, 5, 8
+    shape = AttentionShape(num_layers=1, num_heads=heads, num_kv_heads=heads, head_dim=d, hidden_size=heads * d)
+    method = MimIC(MimICConfig(mu="shared-head"), shape, torch.Generator().manual_seed(0))
+    assert method.f_weight.shape == (1, 1, d) and method.f_bias.shape == (1, 1)
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, heads, t, d, generator=g) for _ in range(3))
+    allowed = torch.ones(t, t, dtype=torch.bool).tril()[None, None]
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.scaling = 1, True, d**-0.5
+    module.__dict__["_virtual_kv_config"] = None
+    module.__dict__["_virtual_kv"] = lambda m: method.layer_tokens(0, m)
+    with torch.no_grad():
+        method.f_bias.fill_(0.3)
+        method.shift.normal_(generator=g)
+        out, _ = virtual_kv_attention("eager", module, q, k, v, allowed, scaling=module.scaling)
+    w, b = method.f_weight[0].expand(heads, d), method.f_bias[0].expand(heads)
+    _, expected = _masked_direct(q, k, v, allowed, w.detach(), b.detach(), method.shift[0].detach(), d**-0.5)
+    assert (out - expected).abs().max().item() < 1e-5
 
 
 def test_mimic_rejects_unknown_form() -> None:
     shape = AttentionShape(1, 2, 2, 8, 16)
     with pytest.raises(ConfigError, match="form='both'"):
         MimIC(MimICConfig(form="both"), shape)
+    with pytest.raises(ConfigError, match="teacher_shots=0"):
+        MimIC(MimICConfig(teacher_shots=0), shape)
+    with pytest.raises(ConfigError, match="align_to='residual'"):
+        MimIC(MimICConfig(align_to="residual"), shape)
+    with pytest.raises(ConfigError, match="form='unscaled' only"):
+        MimIC(MimICConfig(mu="shared-query", form="joint"), shape)
 
 
 # ---------------------------------------------------------------- a hand-built student/teacher batch
@@ -119,10 +147,10 @@ def _train_batch(seed: int = 3) -> TrainBatch:
 
 def _loss(model, method, batch: TrainBatch) -> dict[str, torch.Tensor]:
     teacher = None
-    if method.needs_teacher:
+    if method.teacher_shots:
         with torch.no_grad(), method.disabled():
-            teacher = model(**batch.teacher.inputs, output_hidden_states=True)
-    student = model(**batch.student.inputs, output_hidden_states=True)
+            teacher = model(**batch.teacher.inputs)
+    student = model(**batch.student.inputs)
     ce = answer_cross_entropy(student.logits, batch.student.labels)
     return method.training_loss(ce, student, teacher, batch)
 
@@ -181,6 +209,74 @@ def test_teacher_methods_report_their_terms() -> None:
     assert torch.allclose(terms["loss"], terms["kl"] + 0.5 * terms["ce"]) and terms["kl"].item() > 0
 
 
+@pytest.mark.parametrize(("preset", "child"), [("mimic", "mlp"), ("mimic-after-sa", "self_attn")])
+def test_mimic_aligns_each_layers_ffn_output_or_after_sa(preset: str, child: str) -> None:
+    model = llava_qwen2()
+    model.requires_grad_(False)
+    method = build_method("mimic", model, resolve_preset(preset)["config"], seed=0)
+    method.attach(model)
+    with torch.no_grad():
+        method.shift.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    recorded: dict[str, list[torch.Tensor]] = {"student": [], "teacher": []}
+    role = ["teacher"]
+
+    def record(_m, _i, out) -> None:
+        recorded[role[0]].append((out[0] if isinstance(out, tuple) else out).detach())
+
+    layers = find_language_model(model).layers
+    hooks = [getattr(layer, child).register_forward_hook(record) for layer in layers]
+    batch = _train_batch()
+    with torch.no_grad(), method.disabled():
+        teacher = model(**batch.teacher.inputs, output_hidden_states=True)
+    role[0] = "student"
+    student = model(**batch.student.inputs, output_hidden_states=True)
+    for hook in hooks:
+        hook.remove()
+    ce = answer_cross_entropy(student.logits, batch.student.labels)
+    terms = method.training_loss(ce, student, teacher, batch)
+    expected = layerwise_alignment(tuple(recorded["student"]), tuple(recorded["teacher"]), batch)
+    residual = layerwise_alignment(student.hidden_states[1:], teacher.hidden_states[1:], batch)
+    assert len(recorded["student"]) == len(layers) and torch.allclose(terms["align"], expected)
+    assert terms["align"].item() > 0 and not torch.allclose(terms["align"], residual, rtol=1e-2)
+    assert torch.allclose(terms["loss"], terms["align"] + 0.5 * terms["ce"])
+    method.eval()
+    with torch.no_grad():
+        model(**batch.student.inputs)  # an inference forward records nothing: a training loss now has no pass
+    with pytest.raises(TrainingError, match=r"No (ffn|attention) outputs"):
+        method.training_loss(ce, student, teacher, batch)
+
+
+def test_query_sharing_mu_adds_a_constant_shift_in_front_of_w_o() -> None:
+    model = llava_qwen2()
+    method = build_method("mimic", model, resolve_preset("mimic-shared-query")["config"], seed=0)
+    method.attach(model)
+    with torch.no_grad():
+        method.shift.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+        method.mu_logit.fill_(0.4)
+    seen = []
+    o_proj = find_language_model(model).attentions[0].o_proj
+    hook = o_proj.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    batch = _train_batch()
+    with torch.no_grad():
+        with method.disabled():
+            model(**batch.student.inputs)
+        model(**batch.student.inputs)
+    hook.remove()
+    constant = (torch.sigmoid(torch.tensor(0.4)) * method.shift[0]).flatten()
+    assert torch.allclose(seen[1] - seen[0], constant.expand_as(seen[0]), atol=1e-6)
+    assert method.num_trainable() == 3 * 4 * 16 + 3 * 4  # v per head + one mu per head, no f
+
+
+def test_hificl_teacher_aligns_ffn_outputs() -> None:
+    model = llava_qwen2()
+    method = build_method("hificl", model, resolve_preset("hificl+teacher")["config"], seed=0)
+    method.attach(model)
+    with torch.no_grad():
+        method.v_b.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    terms = _loss(model, method, _train_batch())
+    assert terms["align"].item() > 0 and torch.allclose(terms["loss"], terms["ce"] + terms["align"])
+
+
 def test_misaligned_teacher_span_is_refused() -> None:
     batch = _train_batch()
     check_query_spans(batch)  # the well-formed batch passes
@@ -221,29 +317,29 @@ def test_live_is_norm_preserving_and_switches_off() -> None:
 # ---------------------------------------------------------------- LoRA specifics
 
 
-def _lora_count(shape: AttentionShape, rank: int, targets: tuple[str, ...]) -> int:
-    h, q, kv = shape.hidden_size, shape.num_heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
-    per = {"q_proj": h + q, "k_proj": h + kv, "v_proj": h + kv, "o_proj": q + h}
-    return shape.num_layers * rank * sum(per[t] for t in targets)
+def _wrapped(model) -> list[str]:
+    return sorted(n for n, m in model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer"))
 
 
-def test_lora_wraps_only_language_model_projections() -> None:
+def test_lora_adapts_vision_and_language_attention_lora_lm_only_the_language_model() -> None:
     model = llava_qwen2()
-    method = build_method("lora", model, {"rank": 16, "alpha": 32.0}, seed=0)
+    vision_layers = model.config.vision_config.num_hidden_layers
+    method = build_method("lora", model, resolve_preset("lora")["config"], seed=0)
     method.attach(model)
-    wrapped = sorted(n for n, m in model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer"))
-    assert len(wrapped) == 3 * 4
-    assert all(".language_model." in n and ".self_attn." in n for n in wrapped)
-    assert not any("vision" in n for n in wrapped)  # the CLIP tower also has q/k/v projections
-    assert any("vision_tower" in n and n.endswith("q_proj") for n, _ in model.named_modules())
-    shape = find_language_model(model).shape
-    assert (
-        method.num_trainable()
-        == _lora_count(shape, 16, ("q_proj", "k_proj", "v_proj", "o_proj"))
-        == 3 * 16 * ((64 + 64) + 2 * (64 + 32) + (64 + 64))
-    )
-    lora_params = {id(p) for n, p in model.named_parameters() if "lora_" in n}
-    assert lora_params == {id(p) for p in method.parameters()}
+    wrapped = _wrapped(model)
+    language = [n for n in wrapped if ".language_model." in n and ".self_attn." in n]
+    vision = [n for n in wrapped if ".vision_tower." in n]
+    assert len(language) == 3 * 4 and len(vision) == 3 * vision_layers and len(wrapped) == 12 + 3 * vision_layers
+    assert {n.rpartition(".")[2] for n in vision} == {"q_proj", "k_proj", "v_proj"}  # CLIP's W_o is `out_proj`
+    h_v = model.config.vision_config.hidden_size
+    language_count = 3 * 16 * ((64 + 64) + 2 * (64 + 32) + (64 + 64))
+    assert method.num_trainable() == language_count + vision_layers * 3 * 16 * (h_v + h_v)
+    assert {id(p) for n, p in model.named_parameters() if "lora_" in n} == {id(p) for p in method.parameters()}
+    method.detach()
+    assert not _wrapped(model)
+    lm_only = build_method("lora", model, resolve_preset("lora-lm")["config"], seed=0)
+    lm_only.attach(model)
+    assert _wrapped(model) == language and lm_only.num_trainable() == language_count
 
 
 def test_lora_o1_is_rank_one_on_o_proj_only() -> None:
@@ -251,22 +347,104 @@ def test_lora_o1_is_rank_one_on_o_proj_only() -> None:
     preset = resolve_preset("lora-o1")
     method = build_method(preset["method"], model, preset["config"], seed=0)
     method.attach(model)
-    wrapped = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
-    assert len(wrapped) == 3 and all(n.endswith("self_attn.o_proj") for n in wrapped)
+    wrapped = _wrapped(model)
+    assert len(wrapped) == 3 and all(n.endswith("self_attn.o_proj") and ".language_model." in n for n in wrapped)
     assert all(model.get_submodule(n).lora_A["default"].weight.shape == (1, 64) for n in wrapped)
     assert method.num_trainable() == 3 * 1 * (64 + 64)
-    gqa = attention_shape_from_config(
-        MistralConfig(hidden_size=512, num_attention_heads=8, num_key_value_heads=2, num_hidden_layers=4)
+
+
+PAPER_COUNTS = {"mimic": 32 * 32 * (128 + 128 + 1), "hificl": 2_228_224, "live": 32 * 4096 + 32}
+
+
+def _meta(cls, config):
+    with torch.device("meta"):
+        return cls(config)
+
+
+def test_lora_counts_for_the_papers_models_on_the_meta_device() -> None:
+    """The papers' LoRA is peft's suffix list q/k/v/o over the WHOLE model; its counts at the papers' shapes.
+
+    LLaVA-Interleave-7B (llava-hf/llava-interleave-qwen-7b-hf: Qwen1.5-7B text, 32 layers, 4096 wide, 32 kv heads;
+    SigLIP-so400m vision cut to 26 layers, 1152 wide): language model q/k/v/o = 32 x 4 x 16 x (4096 + 4096) =
+    16,777,216 (the HiFICL paper's "16.8M"), vision q/k/v = 26 x 3 x 16 x (1152 + 1152) = 2,875,392 (its W_o is
+    `out_proj`, not in the list), total 19,652,608: the paper's 19.7M. Idefics2-8B (Mistral-7B with 8 kv heads,
+    SigLIP 27 x 1152, perceiver 3 layers of 16 x 96 queries over 4 x 96 keys/values): 13,631,488 + 2,985,984 +
+    970,752 = 17,588,224. LoRA-dagger (W_o of the language model, r = 1): 32 x (4096 + 4096) = 262,144. At
+    Idefics2's shape the other methods give the papers' counts too: MimIC 32 x 32 x (128 + 128 + 1) = 263,168
+    ("0.26M"), HiFICL n = r = 8 2,228,224 ("2.2M"), LIVE 32 x 4096 + 32 = 131,104 (half of MimIC's).
+    """
+    from transformers import (
+        Idefics2Config,
+        Idefics2ForConditionalGeneration,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        Qwen2Config,
+        SiglipVisionConfig,
     )
-    assert LoRA(LoRAConfig(rank=1, alpha=2.0, targets=("o_proj",)), gqa).num_trainable() == 4 * (512 + 512)
-    assert LoRA(LoRAConfig(), gqa).num_trainable() == 4 * 16 * (2 * (512 + 512) + 2 * (512 + 128))
+
+    siglip = {"hidden_size": 1152, "intermediate_size": 4304, "num_attention_heads": 16, "patch_size": 14}
+    llava = LlavaConfig(
+        text_config=Qwen2Config(
+            hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+            num_key_value_heads=32, vocab_size=152000,
+        ),
+        vision_config=SiglipVisionConfig(num_hidden_layers=26, image_size=384, **siglip),
+    )  # fmt: skip
+    model = _meta(LlavaForConditionalGeneration, llava)
+    counts = {
+        name: build_method("lora", model, resolve_preset(name)["config"]).num_trainable()
+        for name in ("lora", "lora-lm", "lora-o1")
+    }
+    assert counts == {"lora": 19_652_608, "lora-lm": 16_777_216, "lora-o1": 262_144}
+    idefics2 = Idefics2Config(
+        text_config={
+            "model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32003,
+        },
+        vision_config={"num_hidden_layers": 27, "image_size": 980, **siglip},
+        perceiver_config={
+            "resampler_n_latents": 64, "resampler_depth": 3, "resampler_n_heads": 16, "resampler_head_dim": 96,
+            "num_key_value_heads": 4,
+        },
+    )  # fmt: skip
+    model = _meta(Idefics2ForConditionalGeneration, idefics2)
+    method = build_method("lora", model, resolve_preset("lora")["config"])
+    assert method.num_trainable() == 13_631_488 + 2_985_984 + 970_752
+    # the other methods' counts at this shape, as both papers print them: MimIC 0.26M, HiFICL 2.2M, LIVE half MimIC's
+    others = {name: build_method(name, model, resolve_preset(name)["config"]).num_trainable() for name in PAPER_COUNTS}
+    assert others == PAPER_COUNTS
+    method.to("meta").attach(model)  # peft injects on the meta device too: every counted target is wrapped
+    assert len(_wrapped(model)) == 32 * 4 + 27 * 3 + 3 * 4
+
+
+def test_fused_qkv_projection_gets_lora() -> None:
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    torch.manual_seed(0)
+    model = Phi3ForCausalLM(
+        Phi3Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=64, pad_token_id=0,
+        )
+    ).eval()  # fmt: skip
+    method = build_method("lora", model, resolve_preset("lora")["config"], seed=0)
+    method.attach(model)
+    assert _wrapped(model) == [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("o_proj", "qkv_proj")]
+    assert method.num_trainable() == 2 * 16 * ((32 + 64) + (32 + 32))  # qkv: 32 -> 4x8 + 2x2x8 = 64
+    ids = torch.randint(1, 64, (1, 6), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        bare = model(input_ids=ids).logits
+        for name, param in method.lora.items():
+            if name.endswith("_B"):
+                param.normal_(0, 0.5)
+        assert (model(input_ids=ids).logits - bare).abs().max().item() > 1e-4
 
 
 def test_lora_disabled_is_the_frozen_model() -> None:
     model, method = _attached("lora")
     batch = _train_batch()
     with torch.no_grad():
-        method.lora["layers_0_v_proj_lora_B"].normal_(0, 0.5)
+        next(p for k, p in method.lora.items() if k.endswith("v_proj__lora_B")).normal_(0, 0.5)
         bare = llava_qwen2()(**batch.student.inputs).logits
         on = model(**batch.student.inputs).logits
         with method.disabled():
@@ -276,11 +454,14 @@ def test_lora_disabled_is_the_frozen_model() -> None:
 
 @pytest.mark.parametrize(
     ("values", "word"),
-    [({"rank": 0}, "rank=0"), ({"dropout": 1.0}, "dropout=1.0"), ({"targets": ["gate_proj"]}, "gate_proj")],
-)
+    [({"rank": 0}, "rank=0"), ({"dropout": 1.0}, "dropout=1.0"), ({"targets": []}, "non-empty"),
+     ({"scope": "vision"}, "scope='vision'")],
+)  # fmt: skip
 def test_lora_bad_settings_are_named(values: dict, word: str) -> None:
     with pytest.raises(ConfigError, match=word):
-        LoRA(make_config("lora", values), AttentionShape(1, 2, 2, 8, 16))
+        make_config("lora", values).validate()
+    with pytest.raises(ModelError, match="named gate_projx"):
+        build_method("lora", llava_qwen2(), {"targets": ["gate_projx"]})
 
 
 # ---------------------------------------------------------------- presets
@@ -289,18 +470,29 @@ def test_lora_bad_settings_are_named(values: dict, word: str) -> None:
 def test_presets_build_and_carry_paper_defaults() -> None:
     assert set(PRESETS) == {
         "zero-shot", "icl", "hificl", "hificl+teacher", "hificl-full-k", "hificl-full-v", "hificl-alpha1",
-        "mimic", "mimic-public", "live", "lora", "lora-o1",
+        "mimic", "mimic-vector", "mimic-shared-head", "mimic-shared-query", "mimic-after-sa", "live",
+        "lora", "lora-lm", "lora-o1",
     }  # fmt: skip
     assert resolve_preset("icl")["shots"] == 8 and resolve_preset("icl")["method"] is None
     assert resolve_preset("hificl")["lr"] == 5e-3 and resolve_preset("lora")["lr"] == 5e-4
-    assert resolve_preset("mimic-public")["config"]["form"] == "public-code"
+    assert resolve_preset("live")["train"] == {"epochs_at_1000": 10}
+    assert all(p["train"] == {} for n, p in PRESETS.items() if n != "live")
     assert all(p["weight_decay"] == 1e-3 for p in PRESETS.values())
     assert TRAINING_DEFAULTS == {"optimizer": "adamw", "weight_decay": 1e-3, "scheduler": "cosine", "warmup_ratio": 0.1}
-    model = llava_qwen2()
-    for name, preset in PRESETS.items():
-        if preset["method"] is None:
-            continue
-        method = build_method(preset["method"], model, preset["config"], seed=0)
-        assert preset["teacher_shots"] == (8 if method.needs_teacher else 0), name
     with pytest.raises(ConfigError, match="Unknown preset 'mimc'; known presets: zero-shot, icl"):
         resolve_preset("mimc")
+
+
+def test_the_teacher_has_one_switch_the_method_configs_teacher_shots() -> None:
+    """No preset, data config or class attribute says whether a teacher runs: the method config's field does."""
+    model = llava_qwen2()
+    teachers = {}
+    for name, preset in PRESETS.items():
+        assert "teacher_shots" not in preset, name
+        if preset["method"] is not None:
+            teachers[name] = build_method(preset["method"], model, preset["config"], seed=0).teacher_shots
+    with_teacher = {n for n, k in teachers.items() if k}
+    assert with_teacher == {"hificl+teacher", "live"} | {n for n in PRESETS if n.startswith("mimic")}
+    assert all(teachers[n] == 8 for n in with_teacher)
+    assert build_method("hificl", model, {"teacher_shots": 3}).teacher_shots == 3
+    assert not any(hasattr(cls, "needs_teacher") for cls in (MimIC, LoRA))

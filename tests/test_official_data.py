@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from hificl.data.coco_files import needed_instances
+from hificl.data.layout import VQA_FILES
 from hificl.data.official import (
     describe_data,
     fixed_subset,
@@ -26,6 +27,8 @@ from hificl.data.official import (
     subset_ids,
 )
 from hificl.data.records import CaptionRecord, VQARecord
+from hificl.data.splits import TaskSplits, holdout_images, load_splits
+from hificl.data.tasks import task_spec
 from hificl.errors import DataError, HificlError
 
 ANSWERS_A = ["two", "2", "2", "two", "2", "2", "2", "two", "2", "3"]
@@ -426,6 +429,7 @@ def test_describe_data_reports_found_missing_and_broken(tmp_path: Path) -> None:
         and "malformed JSON at line 1 column 2" in tasks["okvqa"]["val"]["error"]
     )
     assert tasks["okvqa"]["train"]["status"] == "absent"
+    assert "dev" not in tasks["vqav2"]  # real data has no dev split: it validates on a hold-out of train
     assert tasks["coco"]["train"]["status"] == "error" and "instances_train2014.json" in tasks["coco"]["train"]["error"]
     assert tasks["coco"]["val"]["records"] == 1 and tasks["coco"]["test"]["records"] == 1
     assert str(tmp_path / "coco" / "annotations" / "instances_train2014.json") in report["missing_files"]
@@ -445,3 +449,68 @@ def test_needed_instances_files() -> None:
     assert needed_instances({"val2014"}) == ["val"]
     assert needed_instances({"val2014", "train2014"}) == ["train", "val"]
     assert needed_instances({"images"}) == ["train", "val"]  # an unknown folder: search both
+
+
+# --- validation set: disjoint from training and evaluation, by question and by image ----------------------
+
+
+def write_vqa_train(root: Path, task: str, n_images: int = 20) -> None:
+    """A training split of `n_images` images with two questions each (ids unlike the val files' 42 and 7)."""
+    folder, qname, aname = VQA_FILES[task]
+    questions, anns = [], []
+    for image in range(1000, 1000 + n_images):
+        for j, text in enumerate(("What is it?", "How many?")):
+            qid = image * 10 + j
+            questions.append({"image_id": image, "question": text, "question_id": qid})
+            anns.append({"question_id": qid, "image_id": image, "question_type": "what", "answer_type": "other",
+                         "multiple_choice_answer": "two", "answers": answers(["two"] * 10)})  # fmt: skip
+    write_json(root / folder / qname.format(split="train"), {"info": {}, "questions": questions})
+    write_json(root / folder / aname.format(split="train"), {"info": {}, "annotations": anns})
+
+
+def _question_and_image_ids(records: list[Any]) -> tuple[set[int], set[int]]:
+    return {getattr(r, "question_id", -1) for r in records} - {-1}, {r.image_id for r in records}
+
+
+def assert_disjoint(splits: TaskSplits) -> None:
+    sets = {"pool": splits.pool, "validation": splits.validation, "evaluation": splits.evaluation}
+    assert all(sets.values()), {k: len(v) for k, v in sets.items()}
+    names = list(sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            qa, ia = _question_and_image_ids(sets[a])
+            qb, ib = _question_and_image_ids(sets[b])
+            assert not qa & qb and not ia & ib, (a, b)
+
+
+@pytest.mark.parametrize("task", ["vqav2", "okvqa"])
+def test_vqa_validation_is_a_seeded_image_holdout_of_train(tmp_path: Path, task: str) -> None:
+    write_vqa_train(tmp_path, task)
+    write_vqa(tmp_path, *VQA_FILES[task], "val")
+    splits = load_splits(task_spec(task), tmp_path, holdout_seed=0)
+    assert_disjoint(splits)
+    train = load_task(task, tmp_path, "train")
+    assert sorted(r.question_id for r in splits.pool + splits.validation) == sorted(r.question_id for r in train)
+    held = {r.image_id for r in splits.validation}
+    assert len(held) == 2 and len(splits.validation) == 4  # 10% of 20 images, both questions of each
+    assert [r.question_id for r in splits.evaluation] == [420, 70, 421]  # the final table reads val, untouched
+    assert held == holdout_images(train, 0) != holdout_images(train, 1)
+    # training subsets are drawn from the pool only, whatever their size
+    assert {r.question_id for r in fixed_subset(splits.pool, 1000, 0)} <= {r.question_id for r in splits.pool}
+
+
+def test_coco_validates_on_karpathy_val(tmp_path: Path) -> None:
+    write_coco(tmp_path)
+    splits = load_splits(task_spec("coco"), tmp_path)
+    assert_disjoint(splits)
+    assert [r.image_id for r in splits.pool] == [9, 5]  # train + restval
+    assert [r.image_id for r in splits.validation] == [391895] and [r.image_id for r in splits.evaluation] == [11]
+
+
+def test_overlapping_splits_are_refused(tmp_path: Path) -> None:
+    write_vqav2(tmp_path, "train")  # the same questions and images as val: a broken data root
+    write_vqav2(tmp_path, "val")
+    with pytest.raises(
+        DataError, match=r"Task vqav2: the training and evaluation sets share 2 question id\(s\), e.g. 420"
+    ):
+        load_splits(task_spec("vqav2"), tmp_path)

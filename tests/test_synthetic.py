@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -10,15 +11,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hificl.data.synthetic import export_benchmark, generate_split
+from hificl.data.official import describe_data, load_task
+from hificl.data.splits import load_splits
+from hificl.data.synthetic import VERSION, export_benchmark, generate_split, upgrade_export
 from hificl.data.synthetic_scenes import BACKGROUND, COLOURS, SHAPES, object_mask, render
 from hificl.data.synthetic_tasks import SYN_VQA_BINDING, VQA_FAMILIES
+from hificl.data.tasks import task_spec
 from hificl.metrics.okvqa import stem_answer
+from tests.test_official_data import assert_disjoint
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_benchmark(tmp_path_factory.mktemp("syn") / "bench", seed=3, n_train_images=40, n_val_images=20)
+    return export_benchmark(
+        tmp_path_factory.mktemp("syn") / "bench", seed=3, n_train_images=40, n_val_images=20, n_dev_images=10
+    )
 
 
 def test_same_seed_same_benchmark_other_seed_other_benchmark() -> None:
@@ -44,7 +51,7 @@ def test_exported_files_have_the_official_keys(root: Path) -> None:
         ("vqav2", "v2_OpenEnded_mscoco_{}2014_questions.json", "v2_mscoco_{}2014_annotations.json"),
         ("okvqa", "OpenEnded_mscoco_{}2014_questions.json", "mscoco_{}2014_annotations.json"),
     ):
-        for split, n_images in (("train", 40), ("val", 20)):
+        for split, n_images in (("train", 40), ("val", 20), ("dev", 10)):
             questions = json.loads((root / task / q_name.format(split)).read_text())
             annotations = json.loads((root / task / a_name.format(split)).read_text())
             assert {"info", "task_type", "data_type", "data_subtype", "questions", "license"} <= set(questions)
@@ -97,8 +104,37 @@ def test_captions_name_every_object(root: Path) -> None:
 
 def test_export_is_cached_and_refuses_foreign_directories(root: Path, tmp_path: Path) -> None:
     stamp = (root / "hificl_dataset.json").stat().st_mtime_ns
-    assert export_benchmark(root, seed=3, n_train_images=40, n_val_images=20) == root
+    assert export_benchmark(root, seed=3, n_train_images=40, n_val_images=20, n_dev_images=10) == root
     assert (root / "hificl_dataset.json").stat().st_mtime_ns == stamp
     (tmp_path / "mine.txt").write_text("not a benchmark")
     with pytest.raises(ValueError, match="not empty"):
         export_benchmark(tmp_path, seed=0, n_train_images=2, n_val_images=2)
+
+
+@pytest.mark.parametrize("task", ["syn-vqa", "syn-okvqa", "syn-caption"])
+def test_synthetic_tasks_validate_on_their_own_split(root: Path, task: str) -> None:
+    """syn-VQA / syn-OKVQA: the export's "dev" images; syn-caption: Karpathy val; disjoint by question and image."""
+    splits = load_splits(task_spec(task), root)
+    assert_disjoint(splits)
+    images = {r.image_id for r in splits.validation}
+    if task == "syn-caption":
+        assert len(images) == 10 and all(500_000 <= i < 500_010 for i in images)  # the first half of val2014
+    else:
+        assert images == set(range(900_000, 900_010)) and len(splits.validation) == 30
+        assert len(splits.pool) == 120 and len(splits.evaluation) == 60  # train and val untouched
+        assert describe_data(root)["tasks"]["vqav2"]["dev"]["records"] == 30
+
+
+def test_an_older_export_is_upgraded_in_place(tmp_path: Path) -> None:
+    old = export_benchmark(tmp_path / "bench", seed=1, n_train_images=6, n_val_images=4, n_dev_images=2)
+    manifest = json.loads((old / "hificl_dataset.json").read_text())
+    before = (old / "vqav2" / "v2_mscoco_val2014_annotations.json").read_text()
+    for path in old.glob("*/*dev2014*"):  # what a version-2 export looked like: no dev split
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    manifest.update(version=2)
+    del manifest["n_dev_images"]
+    (old / "hificl_dataset.json").write_text(json.dumps(manifest))
+    upgrade_export(old)
+    assert json.loads((old / "hificl_dataset.json").read_text())["version"] == VERSION == 4
+    assert load_task("vqav2", old, "dev")
+    assert (old / "vqav2" / "v2_mscoco_val2014_annotations.json").read_text() == before

@@ -77,7 +77,7 @@ def test_best_yaml_is_a_runnable_experiment_config_with_the_best_n_and_r(tmp_pat
     assert (config.method["n_tokens"], config.method["rank"]) == (best.params["n_tokens"], best.params["rank"])
     assert config.preset == "hificl"
     assert config.data.task == "syn-vqa"
-    assert config.data.eval_split is None  # `final` moved the final run off the validation split
+    assert config.data.val_size == 32  # trials were scored on the validation set; the final run reads the eval set
     assert config.validate is False
     assert config.train.lr == pytest.approx(5e-3)  # lr not searched: the preset's
 

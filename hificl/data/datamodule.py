@@ -1,7 +1,10 @@
-"""The LightningDataModule: seeded training subset, demonstrations, student/teacher prompts, evaluation set.
+"""The LightningDataModule: seeded training subset, demonstrations, student/teacher prompts, validation and
+evaluation sets.
 
-Training subset and evaluation subset are drawn separately, each from its own split with its own seed, and
-their ids are exposed (`subset_record`) so every result row can say which samples it was computed on.
+The task's three record sets are disjoint by question and image (hificl.data.splits): the training subset and
+every demonstration come from the training pool, per-epoch validation (`val_dataloader`, what `hificl tune`
+selects on) from the validation set, the final table (`test_dataloader`) from the evaluation set. Each subset has
+its own seed, and their ids are exposed (`subset_record`) so every result row can say which samples it used.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from torch.utils.data import DataLoader
 
 from hificl.data.demonstrations import DemonstrationSampler
 from hificl.data.encoding import PromptEncoder, ToInputs, training_target
-from hificl.data.official import load_task
 from hificl.data.records import CaptionRecord, VQARecord
+from hificl.data.splits import load_splits
 from hificl.data.subsets import fixed_subset, subset_ids
+from hificl.data.synthetic import upgrade_export
 from hificl.data.tasks import TaskSpec, task_spec
 from hificl.errors import ConfigError
 from hificl.lightning.batch import TrainBatch
@@ -32,22 +36,23 @@ class DataConfig:
     data_root: str | None = None
     train_size: int = 1000
     eval_size: int = 200
+    val_size: int = 200  # validation subset (per-epoch validation, `hificl tune`)
     seed: int = 0  # training subset, demonstrations, shuffling (experiment_config sets it to the run seed)
     eval_seed: int = 0
-    teacher_shots: int = 0  # demonstrations in the teacher rows of teacher-based methods
+    val_seed: int = 0  # validation subset, and the hold-out carved from train where the task has no val split
     eval_shots: int = 0  # demonstrations in evaluation prompts (k-shot ICL); 0 for every trained method
     demo_selection: str = "random"
     batch_size: int = 2
     eval_batch_size: int = 8
     instruction: bool = True
-    eval_split: str | None = None  # default: the task's evaluation split ("val" for model selection)
     num_workers: int = 0
 
     def validate(self) -> None:
-        if self.train_size < 0 or self.eval_size < 1:
-            raise ConfigError(f"train_size must be >= 0 and eval_size >= 1; got {self.train_size}, {self.eval_size}.")
-        if self.teacher_shots < 0 or self.eval_shots < 0:
-            raise ConfigError("teacher_shots and eval_shots must be >= 0.")
+        sizes = (self.train_size, self.eval_size, self.val_size)
+        if self.train_size < 0 or self.eval_size < 1 or self.val_size < 1:
+            raise ConfigError(f"train_size must be >= 0, eval_size and val_size >= 1; got {sizes}.")
+        if self.eval_shots < 0:
+            raise ConfigError(f"eval_shots must be >= 0; got {self.eval_shots}.")
 
 
 def meta(record: Record) -> dict[str, Any]:
@@ -70,15 +75,20 @@ class ICLDataModule(L.LightningDataModule):
         *,
         image_token: str = "<image>",
         to_inputs: ToInputs | None = None,
+        teacher_shots: int = 0,
     ) -> None:
+        """`teacher_shots`: demonstrations in the teacher rows, the method's `teacher_shots` (0: no teacher rows)."""
         super().__init__()
         config.validate()
-        self.config = config
+        if teacher_shots < 0:
+            raise ConfigError(f"teacher_shots must be >= 0; got {teacher_shots}.")
+        self.config, self.teacher_shots = config, teacher_shots
         self.spec: TaskSpec = task_spec(config.task)
         self.encoder = PromptEncoder(
             processor, self.spec.kind, image_token=image_token, instruction=config.instruction, to_inputs=to_inputs
         )
         self.train_records: list[Record] = []
+        self.val_records: list[Record] = []
         self.eval_records: list[Record] = []
         self.sampler: DemonstrationSampler | None = None
 
@@ -87,16 +97,22 @@ class ICLDataModule(L.LightningDataModule):
             return
         c = self.config
         root = Path(c.data_root) if c.data_root else None
-        pool = load_task(self.spec.files, root, self.spec.train_split)
-        self.train_records = fixed_subset(pool, c.train_size, c.seed) if c.train_size else []
-        split = c.eval_split or self.spec.eval_split
-        self.eval_records = fixed_subset(load_task(self.spec.files, root, split), c.eval_size, c.eval_seed)
-        if c.teacher_shots or c.eval_shots:
-            self.sampler = DemonstrationSampler(pool, c.seed, c.demo_selection)
+        if self.spec.synthetic and root is not None:
+            upgrade_export(root)
+        splits = load_splits(self.spec, root, c.val_seed)
+        self.train_records = fixed_subset(splits.pool, c.train_size, c.seed) if c.train_size else []
+        self.val_records = fixed_subset(splits.validation, c.val_size, c.val_seed)
+        self.eval_records = fixed_subset(splits.evaluation, c.eval_size, c.eval_seed)
+        if self.teacher_shots or c.eval_shots:
+            self.sampler = DemonstrationSampler(splits.pool, c.seed, c.demo_selection)
 
     def subset_record(self) -> dict[str, Any]:
         """The ids of the samples used, for the result row."""
-        return {"train_ids": subset_ids(self.train_records), "eval_ids": subset_ids(self.eval_records)}
+        return {
+            "train_ids": subset_ids(self.train_records),
+            "val_ids": subset_ids(self.val_records),
+            "eval_ids": subset_ids(self.eval_records),
+        }
 
     def _demos(self, query: Record, k: int) -> list[tuple[Record, str]]:
         if not k or self.sampler is None:
@@ -107,8 +123,8 @@ class ICLDataModule(L.LightningDataModule):
         targets = [training_target(r, self.config.seed) for r in records]
         student = self.encoder.student(records, targets)
         teacher = None
-        if self.config.teacher_shots:
-            demos = [self._demos(r, self.config.teacher_shots) for r in records]
+        if self.teacher_shots:
+            demos = [self._demos(r, self.teacher_shots) for r in records]
             teacher = self.encoder.teacher(records, demos, targets, student.query_len)
         return TrainBatch(student, teacher, [meta(r) for r in records])
 
@@ -134,9 +150,9 @@ class ICLDataModule(L.LightningDataModule):
             num_workers=self.config.num_workers,
         )
 
-    def _eval_loader(self) -> DataLoader:
+    def _eval_loader(self, records: list[Record]) -> DataLoader:
         return DataLoader(
-            self.eval_records,
+            records,
             batch_size=self.config.eval_batch_size,
             shuffle=False,
             collate_fn=self.collate_eval,
@@ -144,7 +160,9 @@ class ICLDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader()
+        """The validation set: model selection only, never the final table."""
+        return self._eval_loader(self.val_records)
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader()
+        """The evaluation set: the final table."""
+        return self._eval_loader(self.eval_records)

@@ -16,9 +16,10 @@ from hificl.errors import DataError
 DATA_ROOT_ENV = "HIFICL_DATA_ROOT"
 MANIFEST_NAME = "hificl_dataset.json"
 DEFAULT_IMAGE_EXT = ".jpg"
-VQA_SPLITS = ("train", "val")
+#: "dev": the synthetic benchmark's validation split (real VQAv2 / OK-VQA validate on a hold-out of train).
+VQA_SPLITS = ("train", "val", "dev")
 KARPATHY_SPLITS = ("train", "val", "test")
-# task -> (directory, questions file pattern, annotations file pattern); `{split}` is "train" or "val".
+# task -> (directory, questions file pattern, annotations file pattern); `{split}` is "train", "val" or "dev".
 VQA_FILES: dict[str, tuple[str, str, str]] = {
     "vqav2": (
         "vqav2",

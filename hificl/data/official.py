@@ -43,6 +43,8 @@ __all__ = [
     "subset_ids",
 ]
 
+#: The synthetic benchmark's own validation split; real data sets carve theirs from train (hificl.data.splits).
+SYNTHETIC_ONLY_SPLIT = "dev"
 Loader = Callable[[str | Path | None, str], list[Any]]
 TASKS: dict[str, Loader] = {"vqav2": load_vqav2, "okvqa": load_okvqa, "coco": load_coco_captions}
 TASK_SPLITS: dict[str, tuple[str, ...]] = {"vqav2": VQA_SPLITS, "okvqa": VQA_SPLITS, "coco": KARPATHY_SPLITS}
@@ -86,6 +88,8 @@ def describe_data(root: str | Path | None, *, check_images: bool = True) -> dict
         tasks[task] = {}
         for split in splits:
             entry = _describe_split(data_root, task, split, check_images)
+            if split == SYNTHETIC_ONLY_SPLIT and entry["status"] == "absent":
+                continue  # real VQAv2 / OK-VQA have no dev files: they validate on a hold-out of train
             tasks[task][split] = entry
             missing_all.extend(p for p in entry["missing_files"] if p not in missing_all)
     report["tasks"] = tasks

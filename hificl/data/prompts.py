@@ -21,7 +21,13 @@ STOP_WORDS: dict[str, tuple[str, ...]] = {
     "caption": ("Caption", "Image"),
 }
 
+#: The papers' evaluation protocol (MimIC's eval config, inherited by the HiFICL code): new tokens per kind and
+#: the decoding; "greedy" stays available by name. docs/protocol.md gives the source of each value.
 MAX_NEW_TOKENS: dict[str, int] = {"vqa": 10, "caption": 20}
+DECODINGS: dict[str, dict[str, float | int]] = {
+    "beam3": {"num_beams": 3, "length_penalty": 0.0},
+    "greedy": {"num_beams": 1},
+}
 
 
 @dataclass(frozen=True)

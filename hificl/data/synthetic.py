@@ -29,10 +29,13 @@ from hificl.data.synthetic_tasks import (
 from hificl.metrics.okvqa import stem_answer
 
 MANIFEST = "hificl_dataset.json"
-VERSION = 3  # 2: syn-OKVQA answers stored stemmed beside raw_answer, as the OK-VQA release does; 3: world of issue 14
-SPLITS = ("train", "val")
-_SPLIT_CODE = {"train": 1, "val": 2}
-_IMAGE_ID_BASE = {"train": 100_000, "val": 500_000}
+#: 2: syn-OKVQA answers stored stemmed beside raw_answer, as the OK-VQA release does.
+#: 3: a "dev" split of its own images (VQA files only): the syn-VQA / syn-OKVQA validation set for model selection.
+#: 4: the world of issue 14 (overlapping colours, octagons, ambiguous knowledge questions, one caption convention).
+VERSION = 4
+SPLITS = ("train", "val", "dev")
+_SPLIT_CODE = {"train": 1, "val": 2, "dev": 3}
+_IMAGE_ID_BASE = {"train": 100_000, "val": 500_000, "dev": 900_000}
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,9 @@ def _vqa_files(split: SyntheticSplit, items: tuple[SynQuestion, ...], name: str,
 
 
 def _karpathy(splits: list[SyntheticSplit]) -> dict[str, Any]:
-    """Karpathy split: train2014 images are "train"; val2014 images are half "val", half "test"."""
+    """Karpathy split: train2014 images are "train"; val2014 images are half "val", half "test" (dev: VQA only)."""
     images, sentid = [], 0
-    for split in splits:
+    for split in (s for s in splits if s.split != "dev"):
         n = len(split.image_ids)
         for i, (image_id, caps) in enumerate(zip(split.image_ids, split.captions, strict=True)):
             karpathy = "train" if split.split == "train" else ("val" if i < n // 2 else "test")
@@ -170,7 +173,7 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj))
 
 
-def _manifest(seed: int, n_train_images: int, n_val_images: int) -> dict[str, Any]:
+def _manifest(seed: int, n_train_images: int, n_val_images: int, n_dev_images: int) -> dict[str, Any]:
     return {
         "name": "synthetic",
         "seed": seed,
@@ -178,19 +181,23 @@ def _manifest(seed: int, n_train_images: int, n_val_images: int) -> dict[str, An
         "version": VERSION,
         "n_train_images": n_train_images,
         "n_val_images": n_val_images,
+        "n_dev_images": n_dev_images,
         "questions_per_image": {"vqav2": len(SYN_VQA_BINDING), "okvqa": len(OKVQA_QUESTIONS)},
         "captions_per_image": 5,
         "vqa_binding": SYN_VQA_BINDING,
     }
 
 
-def export_benchmark(root: Path, seed: int = 0, n_train_images: int = 2000, n_val_images: int = 500) -> Path:
+def export_benchmark(
+    root: Path, seed: int = 0, n_train_images: int = 2000, n_val_images: int = 500, n_dev_images: int = 250
+) -> Path:
     """Write the benchmark under `root` in the official layouts; a no-op when `root` already holds this export.
 
     Written to a temporary sibling directory and renamed into place, so an interrupted export leaves nothing.
+    An export of an older format version is rewritten (same seed and sizes) in the current one.
     """
     root = Path(root)
-    manifest = _manifest(seed, n_train_images, n_val_images)
+    manifest = _manifest(seed, n_train_images, n_val_images, n_dev_images)
     manifest_path = root / MANIFEST
     if manifest_path.exists():
         existing = json.loads(manifest_path.read_text())
@@ -203,7 +210,8 @@ def export_benchmark(root: Path, seed: int = 0, n_train_images: int = 2000, n_va
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        splits = [generate_split(s, n, seed) for s, n in zip(SPLITS, (n_train_images, n_val_images), strict=True)]
+        sizes = (n_train_images, n_val_images, n_dev_images)
+        splits = [generate_split(s, n, seed) for s, n in zip(SPLITS, sizes, strict=True)]
         for split in splits:
             folder = tmp / "coco" / f"{split.split}2014"
             folder.mkdir(parents=True)
@@ -216,7 +224,8 @@ def export_benchmark(root: Path, seed: int = 0, n_train_images: int = 2000, n_va
             oq, oa = _vqa_files(split, split.okvqa, "syn-OKVQA", stem=True)
             _write_json(tmp / "okvqa" / f"OpenEnded_mscoco_{s}2014_questions.json", oq)
             _write_json(tmp / "okvqa" / f"mscoco_{s}2014_annotations.json", oa)
-            _write_json(tmp / "coco" / "annotations" / f"instances_{s}2014.json", _instances(split))
+            if s != "dev":  # COCO captions use Karpathy's val as validation; dev images are no COCO split
+                _write_json(tmp / "coco" / "annotations" / f"instances_{s}2014.json", _instances(split))
         _write_json(tmp / "coco" / "dataset_coco.json", _karpathy(splits))
         counts = {f"{s.split}_{t}": len(getattr(s, t)) for s in splits for t in ("vqa", "okvqa", "captions")}
         _write_json(tmp / MANIFEST, {**manifest, "counts": counts})
@@ -228,3 +237,20 @@ def export_benchmark(root: Path, seed: int = 0, n_train_images: int = 2000, n_va
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def upgrade_export(root: Path) -> None:
+    """Rewrite an export of an older format version (same seed and sizes) so it has every current split."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return
+    manifest = json.loads(path.read_text())
+    if manifest.get("name") != "synthetic" or manifest.get("version") == VERSION:
+        return
+    export_benchmark(
+        Path(root),
+        seed=manifest["seed"],
+        n_train_images=manifest["n_train_images"],
+        n_val_images=manifest["n_val_images"],
+        n_dev_images=manifest.get("n_dev_images", 250),
+    )

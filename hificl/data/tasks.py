@@ -1,7 +1,9 @@
 """The tasks the package knows: which files they read, which prompt kind and metric they use, which splits.
 
 The synthetic twins read the embedded benchmark, exported in the official formats, through the same loaders
-as the real data sets; only their data root differs.
+as the real data sets; only their data root differs. Every task has a validation set disjoint from its training
+pool and its evaluation set by question and image (hificl.data.splits): COCO's Karpathy val, the synthetic
+benchmark's own "dev" split, and for VQAv2 / OK-VQA (whose papers report on val) a seeded hold-out of train.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hificl.errors import ConfigError
+
+#: val_split of tasks validated on a seeded hold-out of their training split's images.
+HOLDOUT = "train-holdout"
 
 
 @dataclass(frozen=True)
@@ -18,18 +23,18 @@ class TaskSpec:
     files: str  # loader: "vqav2" | "okvqa" | "coco"
     metric: str  # "vqa" | "okvqa" | "caption"
     train_split: str
-    eval_split: str
-    val_split: str
+    eval_split: str  # the final table's split
+    val_split: str  # model selection's split (HOLDOUT: carved from train_split)
     synthetic: bool = False
 
 
 TASKS: dict[str, TaskSpec] = {
-    "vqav2": TaskSpec("vqav2", "vqa", "vqav2", "vqa", "train", "val", "val"),
-    "okvqa": TaskSpec("okvqa", "vqa", "okvqa", "okvqa", "train", "val", "val"),
+    "vqav2": TaskSpec("vqav2", "vqa", "vqav2", "vqa", "train", "val", HOLDOUT),
+    "okvqa": TaskSpec("okvqa", "vqa", "okvqa", "okvqa", "train", "val", HOLDOUT),
     # Karpathy split: evaluate on test, select models on val.
     "coco": TaskSpec("coco", "caption", "coco", "caption", "train", "test", "val"),
-    "syn-vqa": TaskSpec("syn-vqa", "vqa", "vqav2", "vqa", "train", "val", "val", synthetic=True),
-    "syn-okvqa": TaskSpec("syn-okvqa", "vqa", "okvqa", "okvqa", "train", "val", "val", synthetic=True),
+    "syn-vqa": TaskSpec("syn-vqa", "vqa", "vqav2", "vqa", "train", "val", "dev", synthetic=True),
+    "syn-okvqa": TaskSpec("syn-okvqa", "vqa", "okvqa", "okvqa", "train", "val", "dev", synthetic=True),
     "syn-caption": TaskSpec("syn-caption", "caption", "coco", "caption", "train", "test", "val", synthetic=True),
 }
 

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
-from hificl.data.prompts import MAX_NEW_TOKENS, cut_at_stop_words
+from hificl.data.prompts import DECODINGS, MAX_NEW_TOKENS, cut_at_stop_words
 from hificl.data.tasks import TaskSpec
-from hificl.errors import TrainingError
+from hificl.errors import ConfigError, TrainingError
 from hificl.lightning.batch import TrainBatch
 from hificl.methods.base import Method
 from hificl.metrics.chair import CHAIR
@@ -41,18 +41,23 @@ class TrainConfig:
     lr: float = 5e-3
     weight_decay: float = 1e-3
     warmup_ratio: float = 0.1
-    epochs: int | None = None  # None: 5 epochs at >= 1000 samples, 10 below (the papers' rule)
+    epochs: int | None = None  # None: `epochs_at_1000` epochs at >= 1000 samples, 10 below (the papers' rule)
+    epochs_at_1000: int = 5  # LIVE's preset: 10 (MimIC supplementary Sec. 7.2)
     accumulate: int = 1
     precision: str = "32-true"
     strategy: str = "auto"
     devices: int | str = 1
     accelerator: str = "auto"
-    num_beams: int = 1
-    max_new_tokens: int | None = None
+    decoding: str = "beam3"  # "beam3": 3 beams, length_penalty 0 (the papers' code) | "greedy"; docs/protocol.md
+    max_new_tokens: int | None = None  # None: 10 for VQA, 20 for captions (the papers' code)
     gradient_clip: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ConfigError(f"train.decoding must be one of {sorted(DECODINGS)}; got {self.decoding!r}.")
+
     def epochs_for(self, train_size: int) -> int:
-        return self.epochs if self.epochs is not None else (5 if train_size >= 1000 else 10)
+        return self.epochs if self.epochs is not None else (self.epochs_at_1000 if train_size >= 1000 else 10)
 
 
 def with_positions(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -96,18 +101,13 @@ class ICLApproxModule(L.LightningModule):
     def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
         start = time.perf_counter()
         method = self.method
-        needs_teacher = method is not None and method.needs_teacher
-        student = self.model(
-            **with_positions(self.model, batch.student.inputs),
-            labels=batch.student.labels,
-            output_hidden_states=needs_teacher,
-        )
+        student = self.model(**with_positions(self.model, batch.student.inputs), labels=batch.student.labels)
         teacher = None
-        if needs_teacher:
+        if method is not None and method.teacher_shots:
             if batch.teacher is None:
-                raise TrainingError(f"{method.name} needs teacher rows: set teacher_shots > 0.")
+                raise TrainingError(f"{method.name} trains against a teacher, but the batch has no teacher rows.")
             with torch.no_grad(), method.disabled():
-                teacher = self.model(**with_positions(self.model, batch.teacher.inputs), output_hidden_states=True)
+                teacher = self.model(**with_positions(self.model, batch.teacher.inputs))
         losses = method.training_loss(student.loss, student, teacher, batch) if method else {"loss": student.loss}
         loss = losses["loss"]
         if not torch.isfinite(loss):
@@ -134,7 +134,7 @@ class ICLApproxModule(L.LightningModule):
         out = self.model.generate(
             **inputs,
             max_new_tokens=self.cfg.max_new_tokens or MAX_NEW_TOKENS[self.spec.kind],
-            num_beams=self.cfg.num_beams,
+            **DECODINGS[self.cfg.decoding],
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
         )

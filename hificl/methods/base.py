@@ -27,13 +27,26 @@ class Method(nn.Module):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
-    #: True when training needs a frozen teacher pass WITH demonstrations (MimIC, LIVE, HiFICL+teacher).
-    needs_teacher: ClassVar[bool] = False
 
     def __init__(self, config: Any, shape: AttentionShape) -> None:
         super().__init__()
         self.config = config
         self.shape = shape
+
+    @classmethod
+    def for_model(cls, config: Any, model: nn.Module, generator: torch.Generator | None = None) -> Method:
+        """A fresh method sized for `model` (most methods need only its language model's attention shape)."""
+        return cls(config, find_language_model(model).shape, generator=generator)  # type: ignore[call-arg]
+
+    @property
+    def teacher_shots(self) -> int:
+        """Demonstrations in the frozen teacher's prompt; 0 = no teacher pass.
+
+        The ONE switch for the teacher: the method config's `teacher_shots` field (MimIC and LIVE require >= 1,
+        HiFICL's "+teacher" ablation sets it). The DataModule builds teacher rows and the training step runs the
+        teacher pass exactly when this is > 0.
+        """
+        return int(getattr(self.config, "teacher_shots", 0))
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
@@ -62,7 +75,7 @@ class Method(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The method's objective from the student's answer cross-entropy and outputs (and the teacher's).
 
-        `student`/`teacher` are the model outputs (with `hidden_states` when `needs_teacher`); the query
+        `student`/`teacher` are the model outputs (`teacher` is None unless `teacher_shots` > 0); the query
         example occupies the last `batch.student.query_len[i]` positions of both rows (left padding).
         Returns at least {"loss": ...}; other entries are logged.
         """

@@ -7,12 +7,14 @@ scales the real attention down. Ablations as the reference code does them:
 - full_rank_k: K_D is a free n x d matrix per head, ~ N(0, 0.01^2);
 - full_rank_v: V_D is a free n x d matrix per head, = 0;
 - scale_sa=False ("w/o SA scaling", alpha = 1): SA(q, K, V) + beta(q) V_D, beta still normalised by Z1 + Z2.
-Trained with the task cross-entropy alone; "+teacher" adds MimIC's layer-wise alignment to a teacher run with
-demonstrations (loss = CE + alignment).
+Trained with the task cross-entropy alone; "+teacher" (`teacher_shots` > 0) adds MimIC's layer-wise alignment of
+each decoder layer's FFN output to a frozen teacher run with that many demonstrations (loss = CE + alignment).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from torch import nn
 from hificl.attention import VirtualTokens
 from hificl.errors import ConfigError
 from hificl.lightning.batch import TrainBatch
+from hificl.methods.alignment import LayerCapture
 from hificl.methods.base import VirtualTokenMethod
 from hificl.methods.losses import layerwise_alignment, require_teacher
 from hificl.models.layers import AttentionShape
@@ -35,8 +38,8 @@ class HiFICLConfig:
     full_rank_v: bool = False
     scale_sa: bool = True
     per_kv_head: bool = False
-    #: add MimIC's layer-wise hidden-state alignment to a teacher run with demonstrations ("+teacher").
-    teacher: bool = False
+    #: > 0: add MimIC's layer-wise FFN-output alignment to a teacher run with this many demonstrations ("+teacher").
+    teacher_shots: int = 0
 
     def validate(self, shape: AttentionShape) -> None:
         if self.n_tokens < 1:
@@ -44,6 +47,8 @@ class HiFICLConfig:
         low_rank = not (self.full_rank_k and self.full_rank_v)
         if low_rank and not 1 <= self.rank <= shape.head_dim:
             raise ConfigError(f"HiFICL rank must be in 1..head_dim={shape.head_dim}; got rank={self.rank}.")
+        if self.teacher_shots < 0:
+            raise ConfigError(f"HiFICL teacher_shots must be >= 0; got teacher_shots={self.teacher_shots}.")
 
 
 class HiFICL(VirtualTokenMethod):
@@ -68,7 +73,7 @@ class HiFICL(VirtualTokenMethod):
             self.v = nn.Parameter(torch.zeros(*size, d))
         else:
             self.v_a, self.v_b = normal(n, r, std=1.0), nn.Parameter(torch.zeros(*size[:2], r, d))
-        self.needs_teacher = config.teacher  # type: ignore[misc]
+        self.capture = LayerCapture("ffn", self) if config.teacher_shots else None
 
     def keys(self, layer: int) -> torch.Tensor:
         return self.k[layer] if self.config.full_rank_k else self.k_a[layer] @ self.k_b[layer]
@@ -84,9 +89,28 @@ class HiFICL(VirtualTokenMethod):
             per_kv_head=self.config.per_kv_head,
         )
 
+    def attach(self, model: nn.Module) -> None:
+        super().attach(model)
+        if self.capture is not None:
+            self.capture.attach(model)
+
+    def detach(self) -> None:
+        super().detach()
+        if self.capture is not None:
+            self.capture.detach()
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        with super().disabled():
+            if self.capture is None:
+                yield
+                return
+            with self.capture.teacher_pass():
+                yield
+
     def training_loss(self, ce: torch.Tensor, student: Any, teacher: Any, batch: TrainBatch) -> dict[str, torch.Tensor]:
-        if not self.config.teacher:
+        if self.capture is None:
             return {"loss": ce, "ce": ce}
         require_teacher(batch, teacher, "HiFICL+teacher")
-        align = layerwise_alignment(student.hidden_states[1:], teacher.hidden_states[1:], batch)
+        align = layerwise_alignment(*self.capture.take(), batch)
         return {"loss": ce + align, "ce": ce, "align": align}

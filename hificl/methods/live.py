@@ -19,13 +19,12 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from hificl.errors import ConfigError, ModelError
+from hificl.errors import ConfigError
 from hificl.lightning.batch import TrainBatch
+from hificl.methods.alignment import find_ffn
 from hificl.methods.base import Method
 from hificl.methods.losses import answer_kl, require_teacher
 from hificl.models.layers import AttentionShape, find_language_model
-
-FFN_NAMES = ("mlp", "feed_forward")
 
 
 @dataclass(frozen=True)
@@ -35,8 +34,12 @@ class LIVEConfig:
     alpha_lr: float = 1e-2
     ce_weight: float = 0.5
     kl_weight: float = 1.0
+    #: demonstrations in the teacher's prompt (LIVE's KL target is the ICL run's output distribution).
+    teacher_shots: int = 8
 
     def validate(self) -> None:
+        if self.teacher_shots < 1:
+            raise ConfigError(f"LIVE distils a teacher run with demonstrations: teacher_shots={self.teacher_shots}.")
         if self.alpha_lr <= 0:
             raise ConfigError(f"LIVE alpha_lr must be > 0; got alpha_lr={self.alpha_lr}.")
         for field in ("ce_weight", "kl_weight"):
@@ -44,21 +47,9 @@ class LIVEConfig:
                 raise ConfigError(f"LIVE {field} must be >= 0; got {field}={getattr(self, field)}.")
 
 
-def find_ffn(layer: nn.Module, index: int) -> nn.Module:
-    """The decoder layer's feed-forward block, whose output the layer adds to the residual stream."""
-    for name in FFN_NAMES:
-        module = getattr(layer, name, None)
-        if isinstance(module, nn.Module):
-            return module
-    raise ModelError(
-        f"Decoder layer {index} ({type(layer).__name__}) has no feed-forward child named {' or '.join(FFN_NAMES)}."
-    )
-
-
 class LIVE(Method):
     name = "live"
     config_class = LIVEConfig
-    needs_teacher = True
 
     def __init__(self, config: LIVEConfig, shape: AttentionShape, generator: torch.Generator | None = None) -> None:
         config.validate()

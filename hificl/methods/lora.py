@@ -1,11 +1,19 @@
-"""LoRA on the language model's attention projections, through peft, as a baseline method.
+"""LoRA through peft, as a baseline method: the papers' form and the language-model-only forms.
 
-Targets are the q/k/v/o projection Linear modules of the attention modules `find_language_model` returns, by
-their full module names, so a vision tower's projections (same short names) are never wrapped. The method owns
-the A/B matrices (sized from the attention shape, so a saved method loads before it is attached) and hands them
-to peft's injected layers; peft's adapter switch serves the disabled() pass. Detaching puts the original
-Linear modules back, so the frozen model is bit-identical afterwards. Initialisation as peft's default:
-A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform, a = sqrt(5)), B = 0.
+Targets are chosen as peft chooses them from a `target_modules` suffix list: every nn.Linear whose last name
+component is in `targets`. Scope "model" (the papers' LoRA: MimIC supplementary Sec. 7.2 "W_q, W_k, W_v and W_o in
+all attention layers of both the vision and language models", run by both public codes as peft's
+["q_proj", "k_proj", "v_proj", "o_proj"] over the whole model) reaches the vision tower, the resampler and the
+language model alike; scope "language-model" keeps to the language model's self-attention modules (`lora-lm`,
+LoRA-dagger). Fused projections (Phi-3's `qkv_proj`) get LoRA on the fused Linear. Note what the suffix list
+does on the papers' models: SigLIP/CLIP vision towers name W_o `out_proj`, so their W_o is NOT adapted; that is
+what reproduces the papers' counts (HiFICL: 19.7M on LLaVA-Interleave-7B; MimIC: 25M on Idefics-9B); add
+"out_proj" to `targets` for the literal reading of the text.
+
+The method owns the A/B matrices (sized from the model's target modules when it is built, so a saved method loads
+before it is attached) and hands them to peft's injected layers; peft's adapter switch serves the disabled() pass.
+Detaching puts the original Linear modules back, so the frozen model is bit-identical afterwards. Initialisation as
+peft's default: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform, a = sqrt(5)), B = 0.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ from hificl.errors import ConfigError, ModelError
 from hificl.methods.base import Method
 from hificl.models.layers import AttentionShape, find_language_model
 
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+#: peft-style suffixes: the papers' q/k/v/o, plus the fused q/k/v projection of Phi-3-style attention.
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj")
+SCOPES = ("model", "language-model")
 ADAPTER = "default"
 
 
@@ -34,7 +44,10 @@ class LoRAConfig:
     rank: int = 16
     alpha: float = 32.0
     dropout: float = 0.05
+    #: module-name suffixes, as peft's `target_modules` list.
     targets: tuple[str, ...] = PROJECTIONS
+    #: "model": every matching Linear of the whole LMM; "language-model": its self-attention modules only.
+    scope: str = "model"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))  # JSON round-trips give lists
@@ -46,62 +59,69 @@ class LoRAConfig:
             raise ConfigError(f"LoRA alpha must be > 0; got alpha={self.alpha}.")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"LoRA dropout must be in [0, 1); got dropout={self.dropout}.")
-        if not self.targets or not set(self.targets) <= set(PROJECTIONS):
-            raise ConfigError(f"LoRA targets must be a non-empty subset of {PROJECTIONS}; got {self.targets}.")
+        if not self.targets or not all(isinstance(t, str) and t and "." not in t for t in self.targets):
+            raise ConfigError(f"LoRA targets must be a non-empty list of module-name suffixes; got {self.targets}.")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"LoRA scope must be one of {list(SCOPES)}; got scope={self.scope!r}.")
 
 
-def projection_sizes(shape: AttentionShape) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of each attention projection."""
-    q, kv = shape.num_heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
-    h = shape.hidden_size
-    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h)}
+def lora_targets(model: nn.Module, config: LoRAConfig) -> dict[str, tuple[int, int]]:
+    """Full module name -> (in_features, out_features) of every module LoRA adapts, in module order."""
+    names = {id(m): n for n, m in model.named_modules()}
+    roots: tuple[str, ...] = ("",)
+    if config.scope == "language-model":
+        roots = tuple(names[id(a)] + "." for a in find_language_model(model).attentions)
+    targets = {}
+    for name, module in model.named_modules():
+        if name.rpartition(".")[2] not in config.targets or not name.startswith(roots):
+            continue
+        if not isinstance(module, nn.Linear):
+            raise ModelError(f"LoRA target {name} is a {type(module).__name__}, not an nn.Linear.")
+        targets[name] = (module.in_features, module.out_features)
+    if not targets:
+        where = "the language model's attention modules" if config.scope == "language-model" else "the model"
+        raise ModelError(f"No Linear module of {where} is named {' / '.join(config.targets)}: LoRA has no target.")
+    return targets
 
 
-def _key(layer: int, projection: str, matrix: str) -> str:
-    return f"layers_{layer}_{projection}_lora_{matrix}"
+def _key(name: str, matrix: str) -> str:
+    return f"{name.replace('.', '__')}__lora_{matrix}"
 
 
 class LoRA(Method):
     name = "lora"
     config_class = LoRAConfig
 
-    def __init__(self, config: LoRAConfig, shape: AttentionShape, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        config: LoRAConfig,
+        shape: AttentionShape,
+        targets: dict[str, tuple[int, int]],
+        generator: torch.Generator | None = None,
+    ) -> None:
         config.validate()
         super().__init__(config, shape)
-        sizes, r = projection_sizes(shape), config.rank
+        self.targets, r = dict(targets), config.rank
         self.lora = nn.ParameterDict()
-        for layer in range(shape.num_layers):
-            for projection in config.targets:
-                fan_in, fan_out = sizes[projection]
-                bound = 1 / math.sqrt(fan_in)
-                a = (torch.rand(r, fan_in, generator=generator) * 2 - 1) * bound
-                self.lora[_key(layer, projection, "A")] = nn.Parameter(a)
-                self.lora[_key(layer, projection, "B")] = nn.Parameter(torch.zeros(fan_out, r))
+        for name, (fan_in, fan_out) in self.targets.items():
+            bound = 1 / math.sqrt(fan_in)
+            self.lora[_key(name, "A")] = nn.Parameter((torch.rand(r, fan_in, generator=generator) * 2 - 1) * bound)
+            self.lora[_key(name, "B")] = nn.Parameter(torch.zeros(fan_out, r))
         self._models: list[nn.Module] = []  # a list, so the frozen model never becomes a submodule
         self._wrapped: dict[str, LoraLayer] = {}
         self._requires_grad: dict[str, bool] = {}
 
-    def target_names(self, model: nn.Module) -> dict[str, tuple[int, str]]:
-        """Full module name -> (layer, projection) of every targeted language-model projection."""
-        lm = find_language_model(model)
-        if lm.shape != self.shape:
-            raise ValueError(f"{self.name} was sized for {self.shape}, the model has {lm.shape}.")
-        names = {id(m): n for n, m in model.named_modules()}
-        sizes, targets = projection_sizes(self.shape), {}
-        for layer, attention in enumerate(lm.attentions):
-            for projection in self.config.targets:
-                module = getattr(attention, projection, None)
-                if not isinstance(module, nn.Linear):
-                    raise ModelError(f"{type(attention).__name__} in layer {layer} has no Linear {projection}.")
-                if (module.in_features, module.out_features) != sizes[projection]:
-                    raise ModelError(f"Layer {layer} {projection} is not shaped {sizes[projection]}.")
-                targets[names[id(module)]] = (layer, projection)
-        return targets
+    @classmethod
+    def for_model(cls, config: LoRAConfig, model: nn.Module, generator: torch.Generator | None = None) -> LoRA:
+        config.validate()
+        return cls(config, find_language_model(model).shape, lora_targets(model, config), generator)
 
     def attach(self, model: nn.Module) -> None:
         if self._models:
             raise RuntimeError("LoRA is already attached: detach it first.")
-        targets = self.target_names(model)
+        targets = lora_targets(model, self.config)
+        if targets != self.targets:
+            raise ValueError(f"{self.name} was sized for other target modules than this model has.")
         self._requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
         peft_config = PeftLoraConfig(
             r=self.config.rank,
@@ -110,11 +130,11 @@ class LoRA(Method):
             target_modules=sorted(targets),
         )
         inject_adapter_in_model(peft_config, model, adapter_name=ADAPTER)
-        for name, (layer, projection) in targets.items():
+        for name in targets:
             wrapped = model.get_submodule(name)
             base = wrapped.get_base_layer()
             for matrix, holder in (("A", wrapped.lora_A), ("B", wrapped.lora_B)):
-                param = self.lora[_key(layer, projection, matrix)]
+                param = self.lora[_key(name, matrix)]
                 param.data = param.data.to(base.weight.device)
                 holder[ADAPTER].weight = param
             wrapped.train(base.training)  # new dropout modules start in training mode

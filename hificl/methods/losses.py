@@ -59,11 +59,13 @@ def layerwise_alignment(
     batch: TrainBatch,
     reduction: LayerReduction = "mean",
 ) -> torch.Tensor:
-    """MimIC's layer-wise L2 alignment of the hidden states after each decoder layer over the query span.
+    """MimIC's layer-wise L2 alignment of per-layer outputs (batch, seq, hidden) over the query span.
 
-    Per row: the mean squared error over the span's real tokens and the hidden dimension, per layer, then
-    averaged ("mean", the public code's `F.mse_loss` over [layers, tokens, d]) or summed ("sum") over
-    layers; rows are averaged. The inputs are the models' `hidden_states[1:]` (embeddings excluded).
+    The inputs are one tensor per decoder layer for the student and the teacher rows: each layer's FFN output
+    (MimIC's default) or self-attention output, as `hificl.methods.alignment.LayerCapture` records them. Per
+    row: the mean squared error over the span's real tokens and the hidden dimension, per layer, then averaged
+    ("mean", the public code's `F.mse_loss` over [layers, tokens, d]) or summed ("sum") over layers; rows are
+    averaged.
     """
     check_query_spans(batch)
     if len(student_hidden) != len(teacher_hidden):

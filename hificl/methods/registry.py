@@ -14,14 +14,8 @@ from hificl.methods.hificl import HiFICL
 from hificl.methods.live import LIVE
 from hificl.methods.lora import LoRA
 from hificl.methods.mimic import MimIC
-from hificl.models.layers import find_language_model
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (HiFICL, MimIC, LIVE, LoRA)}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
 
 
 def make_config(name: str, values: dict[str, Any]) -> Any:
@@ -39,6 +33,5 @@ def make_config(name: str, values: dict[str, Any]) -> Any:
 def build_method(name: str, model: nn.Module, values: dict[str, Any], seed: int | None = None) -> Method:
     """A fresh method for `model` (initialised from `seed` if given), not yet attached."""
     config = make_config(name, values)
-    shape = find_language_model(model).shape
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return METHODS[name](config, shape, generator=generator)
+    return METHODS[name].for_model(config, model, generator)

@@ -3,8 +3,9 @@
 Everything HiFICL needs inside the network (decoder layers, attention modules, head shapes) is found from the
 model's structure (hificl.models.layers); a family only says how text and images enter the model: the image
 placeholder the prompt templates write, text the checkpoint must never see, and how the model's OWN processor
-batches a prompt list. Position ids are read structurally too: a model that owns `get_rope_index` (Qwen2-VL,
-Qwen2.5-VL) uses 3-D M-RoPE positions, every other one 1-D positions.
+batches a prompt list (text with placeholders, or for Idefics v1 a list of text pieces and images). Position ids
+are read structurally too: a model that owns `get_rope_index` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) uses 3-D M-RoPE
+positions, every other one 1-D positions.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from hificl.data.prompts import Example, build_prompt
 from hificl.errors import ModelError
 from hificl.models.layers import find_language_model
 
-#: Flamingo-style models that see images through cross-attention layers, not through self-attention tokens.
-CROSS_ATTENTION_TYPES = {"idefics": "Idefics (v1)", "mllama": "Llama 3.2 Vision (mllama)", "flamingo": "Flamingo"}
+#: Models whose decoder layers mix self- and cross-attention layers in one list: refused. (Idefics v1 keeps its
+#: gated cross-attention layers in a list of their own; its self-attention layers are patched, see layers.py.)
+CROSS_ATTENTION_TYPES = {"mllama": "Llama 3.2 Vision (mllama)", "flamingo": "Flamingo"}
 
 QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 
@@ -40,6 +42,8 @@ class Family:
     #: strings the prompt formatting must never emit (e.g. tokens whose embedding the checkpoint never trained).
     forbidden: tuple[str, ...] = ()
     mrope: bool = False
+    #: the processor takes each prompt as a list of text pieces and images (Idefics v1), not text with placeholders.
+    interleaved: bool = False
 
     def check_text(self, text: str) -> None:
         for token in self.forbidden:
@@ -74,11 +78,24 @@ class Family:
         tokenizer = processor.tokenizer
         previous, tokenizer.padding_side = tokenizer.padding_side, padding_side
         try:
-            pixels = [list(row) for row in images] if any(images) else None
-            batch = processor(text=list(texts), images=pixels, return_tensors="pt", padding=True)
+            if self.interleaved:
+                batch = processor(text=[self._pieces(t, i) for t, i in zip(texts, images, strict=True)], padding=True)
+            else:
+                pixels = [list(row) for row in images] if any(images) else None
+                batch = processor(text=list(texts), images=pixels, return_tensors="pt", padding=True)
         finally:
             tokenizer.padding_side = previous
         return dict(batch)
+
+    def _pieces(self, text: str, images: Sequence[Image.Image]) -> list[str | Image.Image]:
+        """Idefics v1's input form: the text between placeholders, each image where its placeholder was.
+        (Its processor writes <fake_token_around_image><image><fake_token_around_image> there itself, and strips
+        the spaces around each text piece.)"""
+        segments = text.split(self.image_placeholder)
+        pieces: list[str | Image.Image] = [segments[0]] if segments[0] else []
+        for image, segment in zip(images, segments[1:], strict=True):
+            pieces += [image, segment] if segment else [image]
+        return pieces
 
     def check_model(self, model: nn.Module) -> None:
         """Raise ModelError unless the language model's self-attention goes through the attention registry."""
@@ -86,11 +103,17 @@ class Family:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("LLaVA", ("llava",), "<image>", "Qwen2 (LLaVA-Interleave, the tiny model) or Llama"),
+    Family("LLaVA", ("llava",), "<image>", "Qwen2 (LLaVA-Interleave, the tiny model), Llama, Qwen3 or Phi-3"),
     Family("LLaVA-OneVision", ("llava_onevision",), "<image>", "Qwen2"),
+    Family("LLaVA-NeXT", ("llava_next",), "<image>", "Mistral or Vicuna (Llama)"),
     Family("Qwen2-VL", ("qwen2_vl", "qwen2_5_vl"), QWEN_IMAGE, "Qwen2-VL text (M-RoPE)", mrope=True),
+    Family("Qwen3-VL", ("qwen3_vl", "qwen3_vl_moe"), QWEN_IMAGE, "Qwen3 (interleaved M-RoPE, DeepStack)", mrope=True),
+    Family("Idefics (v1)", ("idefics",), "<image>", "Llama self-attention layers", interleaved=True),
     Family("Idefics2", ("idefics2",), "<image>", "Mistral", forbidden=("<end_of_utterance>",)),
     Family("Idefics3", ("idefics3", "smolvlm"), "<image>", "Llama"),
+    Family("Gemma-3", ("gemma3",), "<start_of_image>", "Gemma-3 text (sliding-window and global layers)"),
+    Family("InternVL", ("internvl",), "<IMG_CONTEXT>", "Qwen2 / Qwen2.5 or Llama (InternLM)"),
+    Family("Mistral-3", ("mistral3",), "[IMG]", "Mistral"),
 )
 BY_TYPE: dict[str, Family] = {t: family for family in FAMILIES for t in family.model_types}
 
@@ -100,10 +123,11 @@ def supported_types() -> str:
 
 
 def check_self_attention(config: PretrainedConfig) -> None:
-    """Cross-attention LMMs are refused up front, before any weights are loaded."""
+    """LMMs whose decoder layers interleave cross-attention layers are refused up front, before any weights are
+    loaded (Idefics v1 is not one: its cross-attention layers sit beside the decoder layers, and stay unpatched)."""
     name = CROSS_ATTENTION_TYPES.get(config.model_type)
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    if name or getattr(text, "cross_attention_layers", None) or getattr(config, "cross_layer_interval", None):
+    if name or getattr(text, "cross_attention_layers", None):
         raise ModelError(
             f"{name or config.model_type} sees images through cross-attention layers; HiFICL approximates "
             "demonstrations as virtual tokens in decoder self-attention, so it does not apply to this model."

@@ -2,8 +2,13 @@
 
 No model-name strings: the text config (`config.get_text_config()`) identifies the decoder backbone (the module
 that holds that config and a ModuleList of layers); within each layer the attention module is the child that
-carries the registry attention signature (`head_dim`, `scaling`, `layer_idx`). Vision towers, projectors and
-resamplers hold other configs and are never touched.
+carries the registry attention signature (`head_dim`, `scaling`, `layer_idx`) and is not a cross-attention.
+Vision towers, projectors and resamplers hold other configs and are never touched; neither are Idefics v1's gated
+cross-attention layers, which live in a list of their own beside the decoder layers (and are built from the same
+attention class, flagged `is_cross_attention`).
+
+`attention_projections` says where each attention module's q/k/v/o Linear layers are, fused or not (Phi-3's
+`qkv_proj` holds q, k and v as consecutive row blocks), for methods that adapt the projections (LoRA).
 """
 
 from __future__ import annotations
@@ -32,6 +37,25 @@ class AttentionShape:
 
 
 @dataclass(frozen=True)
+class Projection:
+    """One Linear of an attention module: its attribute name, its shape, and which of its output rows serve which
+    role ("q", "k", "v", "o"); a fused q/k/v projection has three row blocks, a plain one a single block."""
+
+    name: str
+    in_features: int
+    out_features: int
+    rows: tuple[tuple[str, int, int], ...]
+
+    @property
+    def fused(self) -> bool:
+        return len(self.rows) > 1
+
+
+SEPARATE = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
+FUSED_QKV, OUTPUT = "qkv_proj", "o_proj"
+
+
+@dataclass(frozen=True)
 class LanguageModel:
     """The decoder backbone of an LMM, its layers and their self-attention modules, in layer order."""
 
@@ -52,7 +76,7 @@ def find_language_model(model: nn.Module) -> LanguageModel:
     if config is None or not hasattr(config, "get_text_config"):
         raise ModelError(f"{type(model).__name__} is not a Hugging Face model with a config: cannot find its layers.")
     text_config = config.get_text_config(decoder=True)
-    if getattr(text_config, "cross_attention_layers", None) or getattr(config, "cross_layer_interval", None):
+    if getattr(text_config, "cross_attention_layers", None):
         raise ModelError(
             f"{type(model).__name__} attends to images through cross-attention layers; HiFICL's virtual tokens "
             "approximate demonstrations in decoder self-attention, so it does not apply to this model."
@@ -71,7 +95,11 @@ def find_language_model(model: nn.Module) -> LanguageModel:
         found = [
             m
             for m in layer.modules()
-            if m is not layer and hasattr(m, "head_dim") and hasattr(m, "scaling") and hasattr(m, "layer_idx")
+            if m is not layer
+            and hasattr(m, "head_dim")
+            and hasattr(m, "scaling")
+            and hasattr(m, "layer_idx")
+            and not getattr(m, "is_cross_attention", False)
         ]
         if len(found) != 1:
             raise ModelError(
@@ -94,6 +122,40 @@ def find_language_model(model: nn.Module) -> LanguageModel:
         hidden_size=text_config.hidden_size,
     )
     return LanguageModel(backbone, layers, tuple(attentions), shape)
+
+
+def attention_projections(attention: nn.Module, shape: AttentionShape) -> dict[str, Projection]:
+    """Role ("q", "k", "v", "o") -> the Linear that computes it; under a fused `qkv_proj` q, k and v name the same
+    Projection. Shapes are checked against the head layout, so a layout this function does not know is refused
+    rather than adapted wrongly."""
+    q, kv = shape.num_heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
+    expected = {"q": (shape.hidden_size, q), "k": (shape.hidden_size, kv), "v": (shape.hidden_size, kv)}
+    expected["o"] = (q, shape.hidden_size)
+    kind = type(attention).__name__
+    if isinstance(getattr(attention, FUSED_QKV, None), nn.Linear):
+        layout = {
+            FUSED_QKV: (("q", 0, q), ("k", q, q + kv), ("v", q + kv, q + 2 * kv)),
+            OUTPUT: (("o", 0, shape.hidden_size),),
+        }
+        sizes = {FUSED_QKV: (shape.hidden_size, q + 2 * kv), OUTPUT: expected["o"]}
+    else:
+        layout = {name: ((role, 0, expected[role][1]),) for role, name in SEPARATE.items()}
+        sizes = {name: expected[role] for role, name in SEPARATE.items()}
+    found: dict[str, Projection] = {}
+    for name, rows in layout.items():
+        linear = getattr(attention, name, None)
+        if not isinstance(linear, nn.Linear):
+            children = sorted(n for n, m in attention.named_children() if isinstance(m, nn.Linear))
+            raise ModelError(f"{kind} has no Linear {name} (its Linear layers: {', '.join(children) or 'none'}).")
+        if (linear.in_features, linear.out_features) != sizes[name]:
+            raise ModelError(
+                f"{kind}.{name} is {linear.in_features} -> {linear.out_features}, expected "
+                f"{sizes[name][0]} -> {sizes[name][1]} for {shape.num_heads} heads ({shape.num_kv_heads} key/value) "
+                f"of dim {shape.head_dim}."
+            )
+        projection = Projection(name, linear.in_features, linear.out_features, rows)
+        found |= {role: projection for role, _, _ in rows}
+    return found
 
 
 def attention_shape_from_config(config: object) -> AttentionShape:

@@ -31,7 +31,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.processing_utils import ProcessorMixin
 
 from hificl.errors import ModelError
-from hificl.models.families import Family, check_self_attention, family_for, supported_types
+from hificl.models.families import BY_TYPE, Family, check_self_attention, family_for, supported_types
 from hificl.models.fingerprint import model_fingerprint
 from hificl.models.layers import find_language_model
 
@@ -117,11 +117,19 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _image_only_processor(path: str, error: ImportError) -> ProcessorMixin:
+def _image_only_processor(path: str, error: Exception) -> ProcessorMixin:
     """Build the checkpoint's processor class from its tokenizer and image processor, without a video processor."""
     processor_dict, _ = ProcessorMixin.get_processor_dict(path, **_hub_kwargs())
-    processor_class = getattr(transformers, processor_dict.get("processor_class") or "", None)
-    if processor_class is None or "video_processor" not in processor_class.get_attributes():
+    name = processor_dict.get("processor_class") or ""
+    processor_class = getattr(transformers, name, None)
+    try:
+        attributes = processor_class.get_attributes() if processor_class is not None else []
+    except ImportError as missing:  # a placeholder class: it needs a library not installed (PixtralProcessor)
+        needs = " and ".join(getattr(processor_class, "_backends", None) or ["a library"])
+        raise ModelError(
+            f"Cannot load the processor of {path}: transformers' {name} needs {needs}, which is not installed."
+        ) from missing
+    if "video_processor" not in attributes:
         raise ModelError(f"Cannot load the processor of {path}: {_first_line(error)}") from error
     parts = {
         "image_processor": AutoImageProcessor.from_pretrained(path, **_hub_kwargs()),
@@ -138,6 +146,8 @@ def load_processor(path: str) -> ProcessorMixin:
     except ImportError as error:
         return _image_only_processor(path, error)
     except (OSError, ValueError) as error:
+        if "torchvision" in str(error):  # AutoVideoProcessor's way of saying it (InternVL)
+            return _image_only_processor(path, error)
         raise ModelError(f"Cannot load the processor of {path}: {_first_line(error)}") from error
 
 
@@ -173,7 +183,15 @@ def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[
     source = resolve(name_or_path)
     config = load_config(source)
     check_self_attention(config)
-    family = family_for(config, load_processor(source))
+    try:
+        processor = load_processor(source)
+    except ModelError as error:  # a registered family is still described; the report carries the sentence
+        if config.model_type not in BY_TYPE:
+            raise
+        processor, processor_report = None, str(error)
+    else:
+        processor_report = type(processor).__name__
+    family = family_for(config, processor)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config, attn_implementation="sdpa")
     lm = find_language_model(model)
@@ -187,6 +205,7 @@ def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[
     r = min(rank, shape.head_dim)
     return {
         "family": family.name,
+        "processor": processor_report,
         "model_type": config.model_type,
         "architecture": type(model).__name__,
         "text_model_type": config.get_text_config(decoder=True).model_type,

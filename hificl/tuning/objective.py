@@ -20,6 +20,7 @@ class PruneOnValidation(L.Callback):
 
     def __init__(self, trial: optuna.Trial, monitor: str) -> None:
         self.trial, self.monitor = trial, monitor
+        self.last: float | None = None  # the last epoch's validation metric: what the trial is scored on
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -27,7 +28,7 @@ class PruneOnValidation(L.Callback):
         if self.monitor not in trainer.callback_metrics:
             logged = sorted(trainer.callback_metrics)
             raise ConfigError(f"Validation logged no {self.monitor!r} to prune on; it logged {logged}.")
-        value = float(trainer.callback_metrics[self.monitor])
+        value = self.last = float(trainer.callback_metrics[self.monitor])
         epoch = trainer.current_epoch
         self.trial.report(value, step=epoch)
         if self.trial.should_prune():
@@ -38,8 +39,11 @@ def experiment_objective(trial: optuna.Trial, values: dict[str, Any], metric: st
     from hificl.experiment import experiment_config, run_experiment
 
     config = experiment_config(deep_merge(values, {"validate": True, "progress": False}))
-    row = run_experiment(config, callbacks=[PruneOnValidation(trial, f"val/{metric}")])
+    pruner = PruneOnValidation(trial, f"val/{metric}")
+    row = run_experiment(config, callbacks=[pruner])
     if metric not in row["metrics"]:
         raise ConfigError(f"tune.study.metric {metric!r} is not among the task's metrics {sorted(row['metrics'])}.")
+    if pruner.last is None:
+        raise ConfigError("The trial ran no validation epoch, so it has no validation metric to be scored on.")
     trial.set_user_attr("train_time_s", round(row["train_time_s"], 2))
-    return float(row["metrics"][metric])
+    return pruner.last  # the validation set's, never the evaluation set's: model selection must not see it
