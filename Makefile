@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev]"
 	touch $(STAMP)
 
+# mypy reads its settings (files: hificl, analysis) from pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check hificl analysis tests
 	$(BIN)/ruff format --check hificl analysis tests
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix hificl analysis tests
@@ -27,6 +29,7 @@ format: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check hificl analysis tests
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 base-model: $(BASE)/card.json
@@ -48,4 +51,4 @@ bench: $(BASE)/card.json
 	$(BIN)/hificl bench --base-model $(BASE)
 
 clean:
-	rm -rf $(VENV) results runs build
+	rm -rf $(VENV) results runs build .mypy_cache

@@ -7,12 +7,12 @@ an ICL-approximation method inherits (or fixes) the demonstrations' biases.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pandas as pd
 
 from analysis.naming import METHOD_LABELS, METRIC_LABELS, SCALE, TASK_ORDER, method_label, ordered, tasks_of
 from analysis.render import Best, Cell, Column, Stat, Table
+from hificl.results import CellRow
 
 CHAIR_METRICS: tuple[tuple[str, Best], ...] = (("chair_s", "min"), ("chair_i", "min"), ("recall", "max"))
 
@@ -43,17 +43,14 @@ def chair_table(frame: pd.DataFrame) -> Table | None:
     return Table("chair", title, "Method", [method_label(p) for p in presets], columns)
 
 
-def hallucination_counts(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Counter[str]]:
+def hallucination_counts(cells: list[CellRow]) -> dict[tuple[str, str], Counter[str]]:
     """{(task, preset): object -> times hallucinated, summed over seeds} for the main-group caption cells."""
     counts: dict[tuple[str, str], Counter[str]] = {}
-    for row in rows:
-        objects = row.get("hallucinated_objects")
-        if (row.get("group") or "main") != "main" or not isinstance(objects, dict):
+    for cell in cells:
+        row = cell.result
+        if cell.group != "main" or "chair_s" not in row.metrics:  # CHAIR is for captions
             continue
-        if "chair_s" not in (row.get("metrics") or {}):  # VQA rows carry an empty count; CHAIR is for captions
-            continue
-        counter = counts.setdefault((row["task"], row["preset"]), Counter())
-        counter.update({str(k): int(v) for k, v in objects.items()})
+        counts.setdefault((row.task, row.preset), Counter()).update(row.hallucinated_objects)
     return counts
 
 
@@ -62,20 +59,20 @@ def top_hallucinated(counter: Counter[str], k: int = 5) -> list[tuple[str, int]]
     return sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:k]
 
 
-def hallucination_table(rows: list[dict[str, Any]], k: int = 5) -> Table | None:
+def hallucination_table(cells: list[CellRow], k: int = 5) -> Table | None:
     """One text cell per (method, caption task): "circle (12), square (7), ..."."""
-    counts = hallucination_counts(rows)
+    counts = hallucination_counts(cells)
     if not counts:
         return None
     tasks = ordered(sorted({task for task, _ in counts}), TASK_ORDER)
     presets = ordered(sorted({preset for _, preset in counts}), list(METHOD_LABELS))
     columns = []
     for task in tasks:
-        cells: list[Cell] = []
+        texts: list[Cell] = []
         for preset in presets:
             counter = counts.get((task, preset))
             top = top_hallucinated(counter, k) if counter is not None else []
-            cells.append(None if counter is None else ", ".join(f"{name} ({n})" for name, n in top) or "none")
-        columns.append(Column(f"{task}: top {k} hallucinated objects", cells, kind="text", best=None))
+            texts.append(None if counter is None else ", ".join(f"{name} ({n})" for name, n in top) or "none")
+        columns.append(Column(f"{task}: top {k} hallucinated objects", texts, kind="text", best=None))
     title = f"Most frequently hallucinated objects (count summed over seeds, top {k})"
     return Table("hallucinated_objects", title, "Method", [method_label(p) for p in presets], columns)

@@ -6,6 +6,7 @@ so this runs headless (Agg) inside the CLI, a test or a notebook alike.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Callable
@@ -27,8 +28,10 @@ from analysis.naming import (
     tasks_of,
     variant_label,
 )
+from analysis.render import Stat
 from analysis.store import load_bench, load_results, results_frame
 from analysis.tables import ablation_cells
+from hificl.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +42,9 @@ LATENCY_PRESETS = (("zero-shot", "zero_shot_ms"), ("hificl", "hificl_ms"), ("icl
 
 
 def mean_std(values: pd.Series, scale: float = 1.0) -> MeanStd:
-    """Mean and sample std (0 for one seed, so an error bar is simply absent)."""
-    xs = values.dropna().astype(float) * scale
-    if xs.empty:
-        return math.nan, math.nan
-    return float(xs.mean()), float(xs.std(ddof=1)) if len(xs) > 1 else 0.0
+    """The tables' `Stat` (mean, sample std) as a pair: one seed has no std (NaN), so it gets no error bar."""
+    stat = Stat.of(values.dropna().astype(float).tolist(), scale)
+    return stat.mean, stat.std
 
 
 def _task_axes(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list[Axes]]:
@@ -174,9 +175,9 @@ def inference_latency(frame: pd.DataFrame, bench: Bench) -> Figure | None:
     if sub.empty:
         return None
     tasks = tasks_of(sub)
-    presets = ordered(list(sub["preset"].unique()), [p for p, _ in LATENCY_PRESETS])
+    shown = ordered(list(sub["preset"].unique()), [p for p, _ in LATENCY_PRESETS])
     fig, (ax,) = _task_axes(1, width=max(4.5, 1.6 * len(tasks)))
-    series = {method_label(p): _per_task(sub, p, "eval_ms_per_sample", tasks) for p in presets}
+    series = {method_label(p): _per_task(sub, p, "eval_ms_per_sample", tasks) for p in shown}
     _grouped_bars(ax, tasks, series)
     ax.set(ylabel="ms per sample", title="inference latency (evaluation runs)")
     return fig
@@ -226,8 +227,8 @@ def write_figures(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
         if fig is None:
             log.info("figure %s skipped: no cells for it in %s", name, results_dir)
             continue
-        out.mkdir(parents=True, exist_ok=True)
         for ext in ("png", "pdf"):
-            fig.savefig(out / f"{name}.{ext}", dpi=200)
-            paths.append(out / f"{name}.{ext}")
+            image = io.BytesIO()
+            fig.savefig(image, format=ext, dpi=200)
+            paths.append(atomic_write_bytes(out / f"{name}.{ext}", image.getvalue()))
     return paths

@@ -7,18 +7,24 @@ column as it is DISPLAYED (ties at the shown precision are all bold), the way pa
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from hificl.files import atomic_write_text
+
 Best = Literal["max", "min"] | None
 
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and sample standard deviation (ddof = 1) over n seeds, in display units (percent, CIDEr x 100)."""
+    """Mean and sample standard deviation (ddof = 1) over n seeds, in display units (percent, CIDEr x 100).
+
+    The one mean/std of tables and figures. The std of a single seed is undefined and stays NaN: a table prints
+    the mean alone, a figure draws no error bar (a 0 would claim a spread was measured)."""
 
     mean: float
     std: float
@@ -147,24 +153,25 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(table: Table, path: Path) -> None:
+def to_csv(table: Table) -> str:
     """Numbers, not text: a stat column becomes `<header> mean`, `<header> std`, `<header> n`."""
     header = [table.index_header]
     for c in table.columns:
         header += [f"{c.header} mean", f"{c.header} std", f"{c.header} n"] if c.kind == "stat" else [c.header]
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for i, label in enumerate(table.labels):
-            row: list[object] = [label]
-            for c in table.columns:
-                cell = c.cells[i]
-                if c.kind == "stat":
-                    stat = cell if isinstance(cell, Stat) else Stat(math.nan, math.nan, 0)
-                    row += [_csv_number(stat.mean), _csv_number(stat.std), stat.n]
-                else:
-                    row.append(_csv_number(cell) if isinstance(cell, float) else ("" if cell is None else cell))
-            writer.writerow(row)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    for i, label in enumerate(table.labels):
+        row: list[object] = [label]
+        for c in table.columns:
+            cell = c.cells[i]
+            if c.kind == "stat":
+                stat = cell if isinstance(cell, Stat) else Stat(math.nan, math.nan, 0)
+                row += [_csv_number(stat.mean), _csv_number(stat.std), stat.n]
+            else:
+                row.append(_csv_number(cell) if isinstance(cell, float) else ("" if cell is None else cell))
+        writer.writerow(row)
+    return buffer.getvalue()
 
 
 def _csv_number(value: float) -> str:
@@ -172,10 +179,6 @@ def _csv_number(value: float) -> str:
 
 
 def write_table(table: Table, out_dir: Path) -> list[Path]:
-    """`<name>.csv`, `<name>.md` and `<name>.tex` under out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path, tex_path = (out_dir / f"{table.name}.{ext}" for ext in ("csv", "md", "tex"))
-    write_csv(table, csv_path)
-    md_path.write_text(to_markdown(table))
-    tex_path.write_text(to_latex(table))
-    return [csv_path, md_path, tex_path]
+    """`<name>.csv`, `<name>.md` and `<name>.tex` under out_dir, each written atomically."""
+    renderings = (("csv", to_csv), ("md", to_markdown), ("tex", to_latex))
+    return [atomic_write_text(out_dir / f"{table.name}.{ext}", render(table)) for ext, render in renderings]

@@ -8,6 +8,7 @@ from typing import Any
 from analysis.figures import FIGURES, write_figures
 from analysis.store import load_results
 from analysis.tables import all_tables, write_tables
+from hificl.files import atomic_write_text
 
 
 def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
@@ -23,8 +24,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     skipped = [f"table {n}" for n in all_tables(rows) if n not in written]
     skipped += [f"figure {n}" for n in FIGURES if f"figure:{n}" not in written]
     index = out / "index.md"
-    out.mkdir(parents=True, exist_ok=True)
-    index.write_text(_index_text(f"{len(rows)} cell(s) in `{results}`", out, tables, figures, skipped))
+    atomic_write_text(index, _index_text(f"{len(rows)} cell(s) in `{results}`", out, tables, figures, skipped))
     return {"tables": tables, "figures": figures, "skipped": skipped, "index": index}
 
 

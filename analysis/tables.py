@@ -24,6 +24,7 @@ from analysis.naming import (
 )
 from analysis.render import Best, Cell, Column, Stat, Table, write_table
 from analysis.store import load_results, results_frame
+from hificl.results import CellRow
 
 __all__ = [
     "ablation_cells",
@@ -31,9 +32,7 @@ __all__ = [
     "all_tables",
     "data_table",
     "format_params",
-    "load_results",
     "main_table",
-    "results_frame",
     "sweep_table",
     "write_tables",
 ]
@@ -138,9 +137,9 @@ def data_table(frame: pd.DataFrame) -> Table | None:
     return Table("data_efficiency", title, "Method", [method_label(p) for p in presets], columns)
 
 
-def all_tables(rows: list[dict[str, Any]]) -> dict[str, Table | None]:
+def all_tables(cells: list[CellRow]) -> dict[str, Table | None]:
     """Every table by name; None where the store holds no cells for it."""
-    frame = results_frame(rows)
+    frame = results_frame(cells)
     return {
         "main": main_table(frame),
         "ablation": ablation_table(frame),
@@ -148,7 +147,7 @@ def all_tables(rows: list[dict[str, Any]]) -> dict[str, Table | None]:
         "tokens_sweep": sweep_table(frame, "tokens", "n_tokens", "n", "Virtual tokens"),
         "data_efficiency": data_table(frame),
         "chair": chair_table(frame),
-        "hallucinated_objects": hallucination_table(rows),
+        "hallucinated_objects": hallucination_table(cells),
     }
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from hificl.config import deep_merge, read_yaml, to_dict
 from hificl.errors import ConfigError
-from hificl.results import ResultsStore, stable_id
+from hificl.results import CellRow, ResultRow, ResultsStore, stable_id
 
 VOLATILE = ("progress", "output_dir")  # settings that do not change a result
 
@@ -66,7 +66,7 @@ def expand_matrix(spec: dict[str, Any], *, quick: bool = False, model: str | Non
     return cells
 
 
-def _run(values: dict[str, Any]) -> dict[str, Any]:
+def _run(values: dict[str, Any]) -> ResultRow:
     """Worker entry (module level, so spawned processes can import it)."""
     import torch
 
@@ -97,7 +97,7 @@ def run_matrix(
     quick: bool = False,
     model: str | None = None,
     workers: int = 1,
-) -> list[dict[str, Any]]:
+) -> list[CellRow]:
     """Run every missing cell; return all cell rows. Progress: cells done / left and a time estimate."""
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
@@ -106,31 +106,31 @@ def run_matrix(
     if retired:
         print(f"ablations: {retired} cell(s) of an earlier matrix moved to {store.root / 'stale'}")
     todo_cells = [c for c in cells if not store.has_cell(c.cell_id)]
-    runs: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, Any]] = {}  # runs to do
+    stored: dict[str, ResultRow] = {}  # runs finished before a kill, whose cells were not all written yet
     for cell in todo_cells:
-        if cell.run_id not in runs and store.run(cell.run_id) is None:
-            runs[cell.run_id] = cell.values
+        if cell.run_id not in runs and cell.run_id not in stored:
+            row = store.run(cell.run_id)  # None also for an unreadable run file (moved aside): run it again
+            if row is None:
+                runs[cell.run_id] = cell.values
+            else:
+                stored[cell.run_id] = row
     by_run: dict[str, list[Cell]] = {}
     for cell in todo_cells:
         by_run.setdefault(cell.run_id, []).append(cell)
 
-    def finish(run_id: str, row: dict[str, Any]) -> None:
+    def finish(run_id: str, row: ResultRow) -> None:
         for cell in by_run.get(run_id, []):
-            store.put_cell(
-                cell.cell_id,
-                {**row, "cell_id": cell.cell_id, "run_id": run_id, "group": cell.group, "variant": cell.variant},
-            )
+            store.put_cell(CellRow(cell.cell_id, run_id, cell.group, cell.variant, row))
 
-    for run_id in list(by_run):  # runs finished before a kill, whose cells were not all written yet
-        if run_id not in runs:
-            finish(run_id, store.run(run_id))
+    for run_id, row in stored.items():
+        finish(run_id, row)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo_cells), unit="cell", desc="ablations")
     started = time.perf_counter()
     jobs = list(runs.items())
     if workers > 1 and len(jobs) > 1:
         with mp.get_context("spawn").Pool(workers) as pool:
-            results = pool.imap_unordered(_run_tagged, jobs)
-            for run_id, row in results:
+            for run_id, row in pool.imap_unordered(_run_tagged, jobs):
                 store.put_run(run_id, row)
                 finish(run_id, row)
                 bar.update(len(by_run[run_id]))
@@ -146,6 +146,6 @@ def run_matrix(
     return store.cell_rows()
 
 
-def _run_tagged(job: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def _run_tagged(job: tuple[str, dict[str, Any]]) -> tuple[str, ResultRow]:
     run_id, values = job
     return run_id, _run(values)

@@ -13,7 +13,8 @@ them into every decoder that uses the registry, then calls the kernel the model 
 Two output forms are supported:
 - "joint":    the softmax over [K_D; K] above (HiFICL; MimIC as the paper writes it, (1 - mu) SA + mu v);
 - "unscaled": SA(q, K, V) + beta(q) @ V_D, beta still normalised by Z1 + Z2 (HiFICL's "w/o SA scaling"
-  ablation; MimIC as its public code computes it, SA + mu v). It costs a second kernel call.
+  ablation; MimIC as its public code computes it, SA + mu v). Through the kernel (training, GPU) it costs two
+  more kernel calls, one for alpha and one for SA; the fused CPU inference path computes it at no extra cost.
 
 Virtual tokens never enter the KV cache: the cache is updated by the layer before this function runs, and
 the tokens are prepended anew at every step. They carry no rotary position.
@@ -22,7 +23,7 @@ the tokens are prepended anew at every step. They carry no rotary position.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -151,7 +152,7 @@ def _flash_padding_mask(mask: torch.Tensor | None, n: int, bias: torch.Tensor | 
     return torch.cat([torch.ones(mask.shape[0], n, dtype=mask.dtype, device=mask.device), mask], dim=-1)
 
 
-_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_CPU_FLASH: Any = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 def _use_fused_inference(kernel: str, query: torch.Tensor, kwargs: dict[str, Any]) -> bool:
@@ -286,12 +287,13 @@ class VirtualKVPatch:
     kernel name, so a disabled patch costs nothing.
     """
 
-    def __init__(self, attention_modules: list[nn.Module], sources: list[TokenSource]) -> None:
+    def __init__(self, attention_modules: list[nn.Module], sources: Sequence[TokenSource]) -> None:
         if len(attention_modules) != len(sources):
             raise ValueError(f"{len(sources)} token sources for {len(attention_modules)} attention layers.")
-        configs = {id(m.config): m.config for m in attention_modules}
+        # transformers configs (PretrainedConfig) behind nn.Module attribute access
+        configs: dict[int, Any] = {id(m.config): m.config for m in attention_modules}
         self._configs = list(configs.values())
-        self._kernels = {}
+        self._kernels: dict[int, str] = {}
         for config in self._configs:
             kernel = config._attn_implementation or "eager"
             kernel = kernel.removeprefix(PREFIX)
@@ -304,7 +306,7 @@ class VirtualKVPatch:
         for module, source in zip(attention_modules, sources, strict=True):
             if "_virtual_kv" in module.__dict__:
                 raise RuntimeError("This model already has virtual tokens attached: detach them first.")
-            base_config = copy.copy(module.config)
+            base_config: Any = copy.copy(module.config)
             base_config._attn_implementation_internal = self._kernels[id(module.config)]
             module.__dict__["_virtual_kv"] = source
             module.__dict__["_virtual_kv_config"] = base_config

@@ -1,12 +1,13 @@
 """`make bench`: side-by-side timings and memory, printed as ratios and written to results/bench.json.
 
-Every comparison runs its contenders interleaved (A, B, A, B, ...) in one process on the same inputs and
-reports medians, so machine noise hits both sides alike. Benchmarks, not tests: nothing here fails on a
-target; the targets are printed next to the measured ratios.
+The inference and primitive comparisons run their contenders interleaved (A, B, A, B, ...) in one process on
+the same inputs and report medians, so machine noise hits both sides alike. Benchmarks, not tests: nothing here
+fails on a target; the targets are printed next to the measured ratios.
 
 - inference: HiFICL vs the frozen model (prefill, per-token decode) at prompt length >= 256; 8-shot ICL vs
   zero-shot (the 8 demonstrations as long as the query);
-- training: one optimiser step of HiFICL, MimIC (teacher pass with 8 demonstrations) and LoRA r=16;
+- training: one optimiser step of HiFICL, MimIC (teacher pass with 8 demonstrations) and LoRA r=16, each
+  method measured in turn (each needs its own attachment), through the LightningModule's `training_losses`;
 - memory: a training step's peak (CUDA: allocator peak; CPU: tensors saved for backward + trainable
   state, measured through saved-tensor hooks, since CPU allocations are not tracked);
 - the attention primitive alone vs plain sdpa at length 1024 with n = 8.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,9 @@ import torch
 from torch import nn
 
 from hificl.attention import VirtualTokens, virtual_kv_attention
-from hificl.lightning.batch import PromptBatch, TrainBatch
-from hificl.methods.base import Method
+from hificl.batch import PromptBatch, TrainBatch
+from hificl.lightning.module import training_losses
+from hificl.methods.base import Method, VirtualTokenMethod
 from hificl.methods.presets import resolve_preset
 from hificl.methods.registry import build_method
 
@@ -37,6 +40,11 @@ TARGETS = {
     "hificl_vs_lora_memory": "<= 1.0",
     "primitive_vs_sdpa_throughput": ">= 0.9",
 }
+
+
+def _text_config(model: nn.Module) -> Any:
+    """The language model's transformers config (`model` is a PreTrainedModel)."""
+    return typing.cast(Any, model).config.get_text_config()
 
 
 def _sync(device: torch.device) -> None:
@@ -75,18 +83,20 @@ def random_llava(size: str, device: torch.device, dtype: torch.dtype) -> nn.Modu
         max_position_embeddings=8192,
     )
     vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2)
-    config = LlavaConfig(text_config=text, vision_config=vision, image_token_id=31999)
+    config = LlavaConfig(text_config=text, vision_config=vision, image_token_index=31999)
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    return LlavaForConditionalGeneration(config).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    model: nn.Module = LlavaForConditionalGeneration(config).to(device=device, dtype=dtype)  # type: ignore[call-arg]
+    return model.eval().requires_grad_(False)
 
 
 def _attach(model: nn.Module, preset: str) -> Method:
     spec = resolve_preset(preset)
     method = build_method(spec["method"], model, spec["config"], seed=0)
-    if hasattr(method, "v_b"):  # trained-like values, so nothing is skipped for being zero
+    v_b = getattr(method, "v_b", None)
+    if isinstance(v_b, torch.Tensor):  # trained-like values, so nothing is skipped for being zero
         with torch.no_grad():
-            method.v_b.normal_(0, 0.02)
+            v_b.normal_(0, 0.02)
     method.to(next(model.parameters()).device)
     method.attach(model)
     return method
@@ -112,7 +122,7 @@ def _decode(model: nn.Module, ids: torch.Tensor, steps: int) -> Callable[[], Non
 
 def bench_inference(model: nn.Module, prompt_len: int, steps: int, repeats: int) -> dict[str, float]:
     device = next(model.parameters()).device
-    vocab = model.config.get_text_config().vocab_size
+    vocab = _text_config(model).vocab_size
     g = torch.Generator().manual_seed(0)
     query = torch.randint(3, vocab - 2, (1, prompt_len), generator=g).to(device)
     icl = torch.randint(3, vocab - 2, (1, 9 * prompt_len), generator=g).to(device)
@@ -125,7 +135,7 @@ def bench_inference(model: nn.Module, prompt_len: int, steps: int, repeats: int)
         return run
 
     method = _attach(model, "hificl")
-    patch = method.patch
+    patch = typing.cast(VirtualTokenMethod, method).patch
 
     def with_patch(fn: Callable[[], None], on: bool) -> Callable[[], None]:
         def run() -> None:
@@ -169,7 +179,7 @@ def bench_inference(model: nn.Module, prompt_len: int, steps: int, repeats: int)
 
 def _train_batch(model: nn.Module, batch: int, length: int, shots: int) -> TrainBatch:
     device = next(model.parameters()).device
-    vocab = model.config.get_text_config().vocab_size
+    vocab = _text_config(model).vocab_size
     g = torch.Generator().manual_seed(1)
     student_ids = torch.randint(3, vocab - 2, (batch, length), generator=g)
     demos = torch.randint(3, vocab - 2, (batch, shots * length), generator=g)
@@ -187,16 +197,12 @@ def _train_batch(model: nn.Module, batch: int, length: int, shots: int) -> Train
 
 
 def _train_step(model: nn.Module, method: Method, batch: TrainBatch) -> Callable[[], None]:
+    """The LightningModule's objective (`training_losses`), then backward and one AdamW step."""
     optimizer = torch.optim.AdamW(method.param_groups(5e-3, 1e-3))
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
-        student = model(**batch.student.inputs, labels=batch.student.labels)
-        teacher = None
-        if method.teacher_shots:
-            with torch.no_grad(), method.disabled():
-                teacher = model(**batch.teacher.inputs)
-        method.training_loss(student.loss, student, teacher, batch)["loss"].backward()
+        training_losses(model, method, batch)["loss"].backward()
         optimizer.step()
 
     return run
@@ -216,10 +222,10 @@ def _saved_bytes(fn: Callable[[], None]) -> int:
     return sum(seen.values())
 
 
-def bench_training(model: nn.Module, batch: int, length: int, repeats: int) -> dict[str, float]:
+def bench_training(model: nn.Module, batch: int, length: int, repeats: int) -> dict[str, Any]:
     device = next(model.parameters()).device
     data = _train_batch(model, batch, length, shots=8)
-    results: dict[str, float] = {}
+    results: dict[str, Any] = {}
     steps, memory = {}, {}
     for preset in ("hificl", "mimic", "lora"):
         method = _attach(model, preset)
@@ -287,7 +293,7 @@ def run_bench(
 ) -> dict[str, Any]:
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    text = model.config.get_text_config()
+    text = _text_config(model)
     results = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "dtype": str(dtype),

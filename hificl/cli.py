@@ -38,10 +38,10 @@ def cmd_base_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_rows(rows: list[dict[str, Any]]) -> None:
-    from analysis.tables import results_frame
+def _print_rows(rows: list[Any]) -> None:
+    from hificl.results import CellRow, results_frame
 
-    frame = results_frame(rows)
+    frame = results_frame([CellRow.standalone(row) for row in rows])
     print(frame.to_string(index=False))
 
 
@@ -49,8 +49,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hificl.experiment import run_experiment
 
     row = run_experiment(_experiment(args))
-    if row["global_rank"] == 0:
-        print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "num_trainable", "train_time_s")}))
+    if row.environment.global_rank == 0:
+        train_time_s = row.timings.train_s
+        print(json.dumps({"task": row.task, "preset": row.preset, "seed": row.seed, "metrics": row.metrics,
+                          "num_trainable": row.num_trainable, "train_time_s": train_time_s}))  # fmt: skip
     return 0
 
 
@@ -59,8 +61,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     forced = {"adapter": args.adapter} if args.adapter else {}
     row = run_experiment(_experiment(args, **forced))
-    if row["global_rank"] == 0:
-        print(json.dumps({k: row[k] for k in ("task", "preset", "seed", "metrics", "eval_ms_per_sample")}))
+    if row.environment.global_rank == 0:
+        eval_ms_per_sample = row.timings.eval_ms_per_sample
+        print(json.dumps({"task": row.task, "preset": row.preset, "seed": row.seed, "metrics": row.metrics,
+                          "eval_ms_per_sample": eval_ms_per_sample}))  # fmt: skip
     return 0
 
 

@@ -59,7 +59,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {data!r}.")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"Unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}.")
@@ -67,7 +67,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            values[name] = from_dict(hint, value, f"{where}.{name}")
+            values[name] = from_dict(typing.cast(Any, hint), value, f"{where}.{name}")
         else:
             values[name] = _check_type(value, hint, f"{where}.{name}")
     return cls(**values)

@@ -1,4 +1,8 @@
-"""One experiment, end to end: load the frozen LMM, attach a method, train it, evaluate it, return a result row.
+"""One experiment, end to end: build it from the resolved config, train, evaluate, return a typed result row.
+
+    experiment_config(values)   defaults < preset < the user's values: the resolved ExperimentConfig
+    build_experiment(config)    model, DataModule, method, LightningModule, Trainer: each built once
+    run_experiment(config)      fit (if there is something to train), test, `result_row`, outputs
 
 The CLI's train/evaluate commands, the ablation runner and the Optuna objective all call `run_experiment`, so
 a number in a table and a number from a single command come from the same code.
@@ -9,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import statistics
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,20 +26,27 @@ import transformers
 from hificl import __version__
 from hificl.config import deep_merge, from_dict, to_dict
 from hificl.data.datamodule import DataConfig, ICLDataModule
-from hificl.data.official import load_task
-from hificl.data.tasks import task_spec
+from hificl.errors import ConfigError
+from hificl.files import atomic_write_text
+from hificl.lightning.callbacks import RunTimer
 from hificl.lightning.module import ICLApproxModule, TrainConfig
+from hificl.methods.base import Method
 from hificl.methods.io import load_method, save_method
 from hificl.methods.presets import resolve_preset
 from hificl.methods.registry import build_method
-from hificl.models.loading import load_model
+from hificl.models.loading import LoadedModel, load_model
+from hificl.results import Environment, ResultRow
+
+#: The TrainConfig fields a preset may set (TrainConfig's own defaults are TRAINING_DEFAULTS).
+PRESET_TRAIN_KEYS = ("lr", "weight_decay", "optimizer", "scheduler", "warmup_ratio")
 
 
 @dataclass
 class ExperimentConfig:
     model: str = "base-model"
     preset: str = "hificl"
-    method: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's method settings
+    method_name: str | None = None  # the registry method the preset trains (None: zero-shot / ICL); from the preset
+    method: dict[str, Any] = field(default_factory=dict)  # the method's settings: the preset's < the user's
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
@@ -48,22 +59,32 @@ class ExperimentConfig:
 
 
 def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
-    """Defaults < the preset's (method settings, lr, weight decay, shots) < the user's values.
+    """Defaults < the preset's (method and its settings, optimisation settings, shots) < the user's values.
 
-    `data.seed` (training subset, demonstrations, shuffling) follows `seed` unless set; the evaluation subset has
-    its own `data.eval_seed`, so every seed is scored on the same questions. The method settings are resolved in
-    full, so configs that mean the same experiment are equal (the rank sweep's r=8 is the main table's HiFICL)
-    and every result row names each setting it ran with."""
-    preset = resolve_preset(values.get("preset", ExperimentConfig.preset))
+    The one place the preset is resolved. `data.seed` (training subset, demonstrations, shuffling) follows
+    `seed` unless set; the evaluation subset has its own `data.eval_seed`, so every seed is scored on the same
+    questions. The method settings are resolved in full, so configs that mean the same experiment are equal (the
+    rank sweep's r=8 is the main table's HiFICL) and every result row names each setting it ran with."""
+    preset = resolve_preset(config_preset(values))
     from_preset: dict[str, Any] = {
+        "method_name": preset.get("method"),
         "method": preset.get("config", {}),
-        "train": {**{k: preset[k] for k in ("lr", "weight_decay") if preset.get(k) is not None}, **preset["train"]},
+        "train": {**{k: preset[k] for k in PRESET_TRAIN_KEYS if preset.get(k) is not None}, **preset["train"]},
         "data": {"eval_shots": preset.get("shots", 0)},
     }
+    if values.get("method_name", from_preset["method_name"]) != from_preset["method_name"]:
+        raise ConfigError(
+            f"experiment.method_name {values['method_name']!r} is not what preset {config_preset(values)!r} trains "
+            f"({from_preset['method_name']!r}); choose the method through `preset`."
+        )
     config = from_dict(ExperimentConfig, deep_merge(from_preset, values), "experiment")
     if "seed" not in (values.get("data") or {}):  # one seed drives init, training subset and demonstrations
         config.data.seed = config.seed
     return config
+
+
+def config_preset(values: dict[str, Any]) -> str:
+    return str(values.get("preset", ExperimentConfig.preset))
 
 
 def synthetic_root(model_dir: str | Path) -> Path:
@@ -71,16 +92,163 @@ def synthetic_root(model_dir: str | Path) -> Path:
     return Path(model_dir).resolve().parent / "synthetic"
 
 
-def chair_vocabulary(spec_synthetic: bool, records: list[Any]) -> dict[str, list[str]] | None:
-    """COCO's 80 categories by default; the synthetic benchmark's own object names for its caption task."""
-    if not spec_synthetic:
-        return None
-    names = sorted({o for r in records for o in r.objects})
-    return {name: [name] for name in names}
+@dataclass
+class Experiment:
+    """The parts of one experiment, each built once from the resolved config."""
+
+    config: ExperimentConfig
+    loaded: LoadedModel
+    datamodule: ICLDataModule
+    method: Method | None  # attached to loaded.model; None for zero-shot and k-shot ICL
+    module: ICLApproxModule
+    trainer: L.Trainer
+    timer: RunTimer
+
+    @property
+    def trains(self) -> bool:
+        return is_trained(self.config, self.method)
+
+
+def build_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> Experiment:
+    """Seed, then load the frozen LMM and build the DataModule, the method, the LightningModule and the Trainer."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(False)
+    loaded = load_model(config.model, dtype=config.dtype, attn_implementation=config.attn_implementation)
+    method = build_method_for(config, loaded)
+    teacher_shots = method.teacher_shots if method is not None and is_trained(config, method) else 0
+    datamodule = build_datamodule(config, loaded, teacher_shots)
+    if method is not None:
+        method.attach(loaded.model)
+    module = ICLApproxModule(loaded.model, loaded.processor.tokenizer, method, datamodule.spec, config.train)
+    timer = RunTimer()
+    trainer = build_trainer(config, [timer, *(callbacks or [])])
+    return Experiment(config, loaded, datamodule, method, module, trainer, timer)
+
+
+def is_trained(config: ExperimentConfig, method: Method | None) -> bool:
+    """A method is trained unless there is none (zero-shot, k-shot ICL) or a saved adapter is evaluated."""
+    return method is not None and not config.adapter
+
+
+def build_datamodule(config: ExperimentConfig, loaded: LoadedModel, teacher_shots: int) -> ICLDataModule:
+    """`teacher_shots`: the method's (its one teacher switch); teacher rows are built only when it trains."""
+    family, processor = loaded.family, loaded.processor
+    return ICLDataModule(
+        config.data,
+        processor,
+        image_token=family.image_placeholder,
+        to_inputs=lambda texts, images: family.processor_inputs(processor, texts, images),
+        teacher_shots=teacher_shots,
+        synthetic_root=synthetic_root(config.model),
+    )
+
+
+def build_method_for(config: ExperimentConfig, loaded: LoadedModel) -> Method | None:
+    """The saved adapter, a fresh method of the preset (initialised from the seed), or None; not yet attached."""
+    if config.adapter:
+        return load_method(config.adapter, loaded.model)
+    if config.method_name:
+        return build_method(config.method_name, loaded.model, config.method, seed=config.seed)
+    return None
+
+
+def build_trainer(config: ExperimentConfig, callbacks: list[L.Callback]) -> L.Trainer:
+    """The one Trainer of a run: loggers, checkpointing and extra callbacks join here."""
+    train = config.train
+    return L.Trainer(
+        max_epochs=train.epochs_for(config.data.train_size),
+        accumulate_grad_batches=train.accumulate,
+        precision=train.precision,  # type: ignore[arg-type]  # a string Lightning validates
+        strategy=train.strategy,
+        devices=train.devices,
+        accelerator=train.accelerator,
+        gradient_clip_val=train.gradient_clip,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if config.validate else 0,
+        callbacks=callbacks,
+        deterministic=False,
+    )
+
+
+def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> ResultRow:
+    """Train (if the preset has a method and no saved adapter is given) and evaluate; return the result row."""
+    experiment = build_experiment(config, callbacks)
+    trainer, module, datamodule = experiment.trainer, experiment.module, experiment.datamodule
+    with detached_after(experiment.method):
+        if experiment.trains:
+            trainer.fit(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    row = result_row(experiment)
+    if config.output_dir:
+        write_outputs(experiment, row, Path(config.output_dir))
+    return row
+
+
+@contextmanager
+def detached_after(method: Method | None) -> Iterator[None]:
+    """A pruned or failed trial must leave the model as it found it."""
+    try:
+        yield
+    finally:
+        if method is not None:
+            method.detach()
+
+
+def result_row(experiment: Experiment) -> ResultRow:
+    config, dm, module, trainer = experiment.config, experiment.datamodule, experiment.module, experiment.trainer
+    trained = experiment.trains
+    ids = dm.subset_record()
+    return ResultRow(
+        task=dm.spec.name,
+        preset=config.preset,
+        method=config.method_name or config.preset,
+        seed=config.seed,
+        metrics=module.test_metrics,
+        hallucinated_objects=module.hallucinated_objects,
+        num_trainable=experiment.method.num_trainable() if experiment.method else 0,
+        train_size=len(dm.train_records) if trained else 0,
+        eval_size=len(dm.eval_records),
+        train_steps=int(trainer.global_step) if trained else 0,
+        timings=experiment.timer.timings(len(dm.eval_records)),
+        train_ids_digest=_digest(ids["train_ids"]),
+        eval_ids_digest=_digest(ids["eval_ids"]),
+        config=to_dict(config),
+        model_fingerprint=experiment.loaded.fingerprint,
+        environment=environment(trainer, module.device),
+    )
+
+
+def environment(trainer: L.Trainer, device: torch.device) -> Environment:
+    name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+    versions = {
+        "hificl": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "lightning": L.__version__,
+        "python": platform.python_version(),
+    }
+    return Environment(versions, torch.get_num_threads(), name, trainer.world_size, trainer.global_rank)
 
 
 def _digest(ids: list[int]) -> str:
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+
+
+def write_outputs(experiment: Experiment, row: ResultRow, out: Path) -> None:
+    """The trained method, every rank's predictions and the row, written by rank 0."""
+    trainer = experiment.trainer
+    predictions = gather_predictions(experiment.module.predictions, trainer.world_size)
+    if trainer.is_global_zero:
+        method, model = experiment.method, experiment.loaded.model
+        if method is not None:
+            save_method(method, out / "method", model, extra={"preset": row.preset, "task": row.task})
+        atomic_write_text(out / "predictions.json", json.dumps(predictions, indent=1))
+        atomic_write_text(out / "result.json", json.dumps(row.to_dict(), indent=2))
+    trainer.strategy.barrier()
 
 
 def gather_predictions(predictions: list[dict[str, Any]], world_size: int) -> list[dict[str, Any]]:
@@ -94,106 +262,3 @@ def gather_predictions(predictions: list[dict[str, Any]], world_size: int) -> li
         for p in part:
             unique.setdefault((p.get("question_id"), p.get("image_id")), p)
     return list(unique.values())
-
-
-def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
-    """Train (if the preset has a method) and evaluate; the returned row carries config, seed, versions,
-    model fingerprint, metrics and timings."""
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    torch.use_deterministic_algorithms(False)
-    preset = resolve_preset(config.preset)
-    spec = task_spec(config.data.task)
-    loaded = load_model(config.model, dtype=config.dtype, attn_implementation=config.attn_implementation)
-    data_cfg = config.data
-    if spec.synthetic and not data_cfg.data_root:
-        data_cfg = DataConfig(**{**to_dict(data_cfg), "data_root": str(synthetic_root(config.model))})
-    family, processor = loaded.family, loaded.processor
-    method = None
-    if config.adapter:
-        method = load_method(config.adapter, loaded.model)
-    elif preset.get("method"):
-        values = {**preset.get("config", {}), **config.method}
-        method = build_method(preset["method"], loaded.model, values, seed=config.seed)
-    datamodule = ICLDataModule(
-        data_cfg,
-        processor,
-        image_token=family.image_placeholder,
-        to_inputs=lambda texts, images: family.processor_inputs(processor, texts, images),
-        teacher_shots=method.teacher_shots if method is not None and not config.adapter else 0,
-    )
-    datamodule.setup()
-    if method is not None:
-        method.attach(loaded.model)
-    vocabulary = None
-    if spec.metric == "caption":
-        vocabulary = chair_vocabulary(spec.synthetic, datamodule.train_records + datamodule.eval_records)
-        if spec.synthetic and not datamodule.train_records:
-            vocabulary = chair_vocabulary(True, load_task(spec.files, data_cfg.data_root, spec.train_split))
-    module = ICLApproxModule(loaded.model, loaded.processor.tokenizer, method, spec, config.train, vocabulary)
-    trainer = L.Trainer(
-        max_epochs=config.train.epochs_for(len(datamodule.train_records)),
-        accumulate_grad_batches=config.train.accumulate,
-        precision=config.train.precision,
-        strategy=config.train.strategy,
-        devices=config.train.devices,
-        accelerator=config.train.accelerator,
-        gradient_clip_val=config.train.gradient_clip,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=config.progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if config.validate else 0,
-        callbacks=callbacks or [],
-        deterministic=False,
-    )
-    train_time = 0.0
-    try:
-        if method is not None and not config.adapter:
-            start = time.perf_counter()
-            val = datamodule.val_dataloader() if config.validate else None
-            trainer.fit(module, train_dataloaders=datamodule.train_dataloader(), val_dataloaders=val)
-            train_time = time.perf_counter() - start
-        trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
-    finally:  # a pruned or failed trial must leave the model as it found it
-        if method is not None:
-            method.detach()
-    row = {
-        "task": spec.name,
-        "preset": config.preset,
-        "method": preset.get("method") or config.preset,
-        "seed": config.seed,
-        "metrics": module.test_metrics,
-        "hallucinated_objects": module.hallucinated_objects,
-        "num_trainable": method.num_trainable() if method else 0,
-        "train_size": len(datamodule.train_records) if method else 0,
-        "eval_size": len(datamodule.eval_records),
-        "train_steps": int(trainer.global_step) if method else 0,
-        "train_time_s": train_time,
-        "step_time_s": statistics.median(module.step_times) if module.step_times else 0.0,
-        "eval_time_s": module.eval_time,
-        "eval_ms_per_sample": 1000 * module.eval_time / max(1, len(datamodule.eval_records)),
-        "train_ids_digest": _digest(datamodule.subset_record()["train_ids"]),
-        "eval_ids_digest": _digest(datamodule.subset_record()["eval_ids"]),
-        "config": to_dict(config),
-        "model_fingerprint": loaded.fingerprint,
-        "versions": {
-            "hificl": __version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "lightning": L.__version__,
-            "python": platform.python_version(),
-        },
-    }
-    row["global_rank"] = trainer.global_rank
-    if config.output_dir:
-        predictions = gather_predictions(module.predictions, trainer.world_size)
-        if trainer.is_global_zero:
-            out = Path(config.output_dir)
-            if method is not None:
-                save_method(method, out / "method", loaded.model, extra={"preset": config.preset, "task": spec.name})
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "predictions.json").write_text(json.dumps(predictions, indent=1))
-            (out / "result.json").write_text(json.dumps(row, indent=2))
-        trainer.strategy.barrier()
-    return row

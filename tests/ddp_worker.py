@@ -18,8 +18,8 @@ import lightning as L
 import torch
 from safetensors.torch import save_file
 
+from hificl.batch import TrainBatch
 from hificl.experiment import experiment_config, run_experiment
-from hificl.lightning.batch import TrainBatch
 from hificl.lightning.module import ICLApproxModule
 
 _generate = ICLApproxModule.generate

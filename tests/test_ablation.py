@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hificl.ablation import expand_matrix, run_matrix
@@ -78,10 +79,9 @@ def test_rerun_skips_finished_cells_and_writes_cells_of_a_finished_run(tiny_worl
     assert len(rows) == 4
     store = ResultsStore(tmp_path / "r")
     assert len(list(store.runs.glob("*.json"))) == 3  # r=8 is the main table's HiFICL
-    shared = [r for r in rows if r["variant"] in ("hificl", "r=8")]
-    assert shared[0]["run_id"] == shared[1]["run_id"] and shared[0]["metrics"] == shared[1]["metrics"]
-    for row in rows:
-        assert {"config", "seed", "model_fingerprint", "versions", "metrics"} <= set(row)
+    shared = [r for r in rows if r.variant in ("hificl", "r=8")]
+    assert shared[0].run_id == shared[1].run_id and shared[0].result == shared[1].result
+    assert {r.result.environment.threads for r in rows} == {torch.get_num_threads()}
     # a kill after a run was stored but before its cells were: the cells come back without re-running it
     victim = next(p for p in store.cells.glob("*.json") if '"zero-shot"' in p.read_text())
     victim.unlink()
@@ -128,3 +128,24 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_tables(tiny_world: Pa
         assert a == b
     assert len(list((tmp_path / "killed" / "cells").glob("*.json"))) == 4
     assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty-object"])
+def test_an_unreadable_run_or_cell_file_is_moved_aside_and_rerun(tiny_world: Path, tmp_path: Path, damage: str) -> None:
+    """A truncated cell used to count as done forever; a run file `{}` used to make a broken cell."""
+    spec = yaml.safe_load(_small_matrix(tmp_path / "m.yaml").read_text())
+    spec["groups"] = {"main": {"variants": {"zero-shot": {"preset": "zero-shot"}}}}
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(yaml.safe_dump(spec))
+    first = run_matrix(matrix, tmp_path / "r", model=str(tiny_world / "model"))
+    store = ResultsStore(tmp_path / "r")
+    (cell_file,), (run_file,) = list(store.cells.glob("*.json")), list(store.runs.glob("*.json"))
+    for path in (cell_file, run_file):
+        text = path.read_text()
+        path.write_text(text[: len(text) // 2] if damage == "truncate" else "{}")
+    again = run_matrix(matrix, tmp_path / "r", model=str(tiny_world / "model"))
+    assert [c.result.metrics for c in again] == [c.result.metrics for c in first]
+    assert store.cell(first[0].cell_id) == again[0] and store.run(first[0].run_id) == again[0].result
+    assert sorted(p.name for p in (tmp_path / "r" / "invalid").rglob("*.json")) == sorted(
+        [cell_file.name, run_file.name]
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +17,37 @@ from analysis.report import build_report
 from analysis.store import load_results, results_frame
 from analysis.tables import all_tables, format_params, write_tables
 from hificl.errors import DataError
+from hificl.results import CellRow, Environment, ResultRow, ResultsStore, Timings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SEEDS = (0, 1, 2)
 
 
-def cell(group: str, variant: str, task: str, preset: str, seed: int, metrics: dict[str, float], **extra: Any) -> dict:
-    row = {
-        "cell_id": f"{group}-{variant}-{task}-{preset}-{seed}",
-        "group": group,
-        "variant": variant,
-        "task": task,
-        "preset": preset,
-        "method": preset,
-        "seed": seed,
-        "metrics": metrics,
-        "num_trainable": 0 if preset in ("zero-shot", "icl") else 2228224,
-        "train_size": 0 if preset in ("zero-shot", "icl") else 1000,
-        "eval_size": 200,
-        "train_steps": 160,
-        "train_time_s": 10.0 + seed,
-        "step_time_s": 0.05,
-        "eval_time_s": 3.0,
-        "eval_ms_per_sample": 15.0,
-        "config": {"method": {}, "data": {"train_size": 1000}, "seed": seed},
-    }
-    row.update(extra)
-    return row
+def cell(
+    group: str, variant: str, task: str, preset: str, seed: int, metrics: dict[str, float], **extra: Any
+) -> CellRow:
+    """A stored cell with known numbers; `extra` sets fields of its ResultRow (config merges into the default)."""
+    trained = preset not in ("zero-shot", "icl")
+    config = {"method": {}, "data": {"train_size": 1000}, "seed": seed, **extra.pop("config", {})}
+    row = ResultRow(
+        task=task,
+        preset=preset,
+        method=preset,
+        seed=seed,
+        metrics=metrics,
+        num_trainable=2228224 if trained else 0,
+        train_size=extra.pop("train_size", 1000 if trained else 0),
+        eval_size=200,
+        train_steps=160,
+        timings=Timings(train_s=10.0 + seed, step_s=0.05, eval_s=3.0, eval_ms_per_sample=15.0),
+        train_ids_digest="t",
+        eval_ids_digest="e",
+        config=config,
+        model_fingerprint={"architecture": "test"},
+        environment=Environment({"hificl": "test"}, threads=1, device="cpu"),
+        **extra,
+    )
+    return CellRow(f"{group}-{variant}-{task}-{preset}-{seed}", f"run-{variant}-{task}-{seed}", group, variant, row)
 
 
 def vqa(acc: float) -> dict[str, float]:
@@ -60,7 +65,7 @@ HALLUCINATED = [{"circle": 3, "square": 1}, {"square": 5, "star": 1}, {"circle":
 ABLATION_VQA = {"hificl+teacher": [0.73, 0.73, 0.73], "hificl-alpha1": [0.65, 0.66, 0.67], "hificl-full-k": [0.72] * 3}
 
 
-def full_rows() -> list[dict]:
+def full_rows() -> list[CellRow]:
     rows = []
     for preset, accs in MAIN_VQA.items():
         rows += [cell("main", preset, "syn-vqa", preset, s, vqa(a)) for s, a in zip(SEEDS, accs, strict=False)]
@@ -78,7 +83,10 @@ def full_rows() -> list[dict]:
             cell("rank", f"r={r}", "syn-vqa", "hificl", s, vqa(acc), config={"method": {"rank": r}}) for s in (0, 1)
         ]
     for n, acc in ((4, 0.68), (16, 0.73)):
-        rows += [cell("tokens", f"n={n}", "syn-vqa", "hificl", s, vqa(acc)) for s in (0, 1)]
+        rows += [
+            cell("tokens", f"n={n}", "syn-vqa", "hificl", s, vqa(acc), config={"method": {"n_tokens": n}})
+            for s in (0, 1)
+        ]
     for preset in ("hificl", "lora"):
         for size, acc in ((100, 0.50), (300, 0.60), (1000, 0.70)):
             bonus = 0.05 if preset == "hificl" else 0.0
@@ -89,13 +97,13 @@ def full_rows() -> list[dict]:
     return rows
 
 
-def write_store(root: Path, rows: list[dict], bench: dict | None = None) -> Path:
-    cells = root / "results" / "cells"
-    cells.mkdir(parents=True)
+def write_store(root: Path, rows: list[CellRow], bench: dict | None = None) -> Path:
+    store = ResultsStore(root / "results")
     for row in rows:
-        (cells / f"{row['cell_id']}.json").write_text(json.dumps(row))
-    (cells / ".partial.json").write_text("{not json")  # a runner mid-write: ignored
-    (cells / "abc.json.tmp").write_text("{not json")
+        store.put_cell(row)
+    store.cells.mkdir(parents=True, exist_ok=True)
+    (store.cells / ".partial.json").write_text("{not json")  # a runner mid-write: ignored
+    (store.cells / "abc.json.tmp").write_text("{not json")
     if bench is not None:
         (root / "results" / "bench.json").write_text(json.dumps(bench))
     return root / "results"
@@ -118,22 +126,36 @@ def test_load_and_flatten(store: Path) -> None:
     frame = results_frame(rows)
     ranks = frame[frame["group"] == "rank"]["rank"]
     assert sorted(ranks.unique()) == [2.0, 4.0, 8.0, 16.0]  # from config.method
-    assert sorted(frame[frame["group"] == "tokens"]["n_tokens"].unique()) == [4.0, 16.0]  # from the variant
+    assert sorted(frame[frame["group"] == "tokens"]["n_tokens"].unique()) == [4.0, 16.0]
+    assert frame.loc[frame["group"] == "main", "n_tokens"].isna().all()  # no such setting: NaN, never a guess
     assert sorted(frame[frame["group"] == "data"]["train_size"].unique()) == [100.0, 300.0, 1000.0]
     assert frame.loc[frame["preset"] == "hificl", "num_trainable"].iloc[0] == 2228224
-    bare = {k: v for k, v in cell("x", "x", "syn-vqa", "icl", 0, vqa(0.5)).items() if k not in ("group", "variant")}
+    bare = CellRow.standalone(cell("x", "x", "syn-vqa", "icl", 0, vqa(0.5)).result)
     assert results_frame([bare])[["group", "variant", "accuracy"]].values.tolist() == [["main", "icl", 0.5]]
 
 
-def test_bad_cell_names_its_file(tmp_path: Path) -> None:
-    cells = tmp_path / "cells"
-    cells.mkdir()
-    (cells / "broken.json").write_text('{"task": "syn-vqa"')
-    with pytest.raises(DataError, match=r"broken\.json"):
-        load_results(tmp_path)
-    (cells / "broken.json").write_text('{"task": "syn-vqa", "preset": "icl"}')
-    with pytest.raises(DataError, match="metrics"):
-        load_results(tmp_path)
+@pytest.mark.parametrize("content", ['{"task": "syn-vqa"', "{}", "", '{"schema": 0}', "[1, 2]"])
+def test_unreadable_cell_is_moved_aside_with_a_warning(
+    store: Path, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = store / "cells" / "broken.json"
+    broken.write_text(content)
+    assert len(load_results(store)) == len(full_rows())  # the good cells are all read
+    assert not broken.exists() and (store / "invalid" / "cells" / "broken.json").read_text() == content
+    assert "broken.json" in caplog.text and "re-run" in caplog.text
+
+
+def test_a_cell_with_a_wrong_field_type_is_not_trusted(store: Path) -> None:
+    path = next((store / "cells").glob("main-hificl-syn-vqa-*.json"))
+    data = json.loads(path.read_text())
+    data["result"]["metrics"] = {"accuracy": "high"}
+    path.write_text(json.dumps(data))
+    assert len(load_results(store)) == len(full_rows()) - 1
+
+
+def test_a_missing_store_names_its_directory(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nowhere"):
+        load_results(tmp_path / "nowhere")
 
 
 def test_main_table_mean_std_bold_and_params(store: Path, tmp_path: Path) -> None:
@@ -242,3 +264,15 @@ def test_benchmark_figure_is_a_png_of_the_requested_images(tmp_path: Path) -> No
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = Image.open(path).size
     assert width > height  # one row of three panels
+
+
+def test_tables_and_figures_share_one_mean_and_std() -> None:
+    from analysis.figures import mean_std
+    from analysis.render import Stat
+
+    three = pd.Series([0.70, 0.72, 0.74, None])
+    assert mean_std(three, 100.0) == pytest.approx((72.0, 2.0))
+    assert Stat.of([0.70, 0.72, 0.74], 100.0) == Stat(*mean_std(three, 100.0), 3)
+    mean, std = mean_std(pd.Series([0.4]), 100.0)
+    assert mean == pytest.approx(40.0) and math.isnan(std)  # one seed: no spread measured, no error bar
+    assert math.isnan(Stat.of([0.4], 100.0).std)

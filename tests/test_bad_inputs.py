@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from hificl.cli import main
 from hificl.experiment import experiment_config, run_experiment
+from hificl.results import ResultRow
 from tests.family_models import save, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,7 +261,7 @@ def test_pickle_posing_as_safetensors_is_refused_unopened(
 
 # --- determinism ---------------------------------------------------------------------------------------------
 def test_same_seed_repeats_a_teacher_based_run_exactly(tiny_world: Path, tmp_path: Path) -> None:
-    def mimic(seed: int, out: str) -> dict:
+    def mimic(seed: int, out: str) -> ResultRow:
         values = {
             "model": str(tiny_world / "model"),
             "preset": "mimic",
@@ -275,8 +276,8 @@ def test_same_seed_repeats_a_teacher_based_run_exactly(tiny_world: Path, tmp_pat
 
     rows = [mimic(0, "a"), mimic(0, "b"), mimic(1, "c")]
     params = [load_file(str(tmp_path / d / "method" / "method.safetensors")) for d in "abc"]
-    assert rows[0]["train_steps"] == 4 and set(params[0]) == {"shift", "f_weight", "f_bias"}
-    assert rows[0]["metrics"] == rows[1]["metrics"]
+    assert rows[0].train_steps == 4 and set(params[0]) == {"shift", "f_weight", "f_bias"}
+    assert rows[0].metrics == rows[1].metrics
     predictions = [json.loads((tmp_path / d / "predictions.json").read_text()) for d in "ab"]
     assert predictions[0] == predictions[1]
     for name in params[0]:

@@ -6,13 +6,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hificl.attention import virtual_kv_attention
+from hificl.batch import PromptBatch, TrainBatch
 from hificl.errors import ConfigError, DataError, ModelError, TrainingError
-from hificl.lightning.batch import PromptBatch, TrainBatch
 from hificl.methods.io import load_method, save_method
 from hificl.methods.lora import LoRA
-from hificl.methods.losses import IGNORE, answer_cross_entropy, check_query_spans, layerwise_alignment
+from hificl.methods.losses import IGNORE, check_query_spans, layerwise_alignment
 from hificl.methods.mimic import MimIC, MimICConfig
 from hificl.methods.presets import PRESETS, TRAINING_DEFAULTS, resolve_preset
 from hificl.methods.registry import build_method, make_config
@@ -143,6 +144,11 @@ def _train_batch(seed: int = 3) -> TrainBatch:
         [torch.cat([d, q]) for d, q in zip(demos, queries, strict=True)], answers, query_len, teacher_pixels
     )
     return TrainBatch(student, teacher)
+
+
+def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the answer tokens (the logits predicting token t sit at t - 1)."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE)
 
 
 def _loss(model, method, batch: TrainBatch) -> dict[str, torch.Tensor]:

@@ -77,4 +77,4 @@ def test_per_epoch_validation_reads_the_validation_set_and_the_table_the_evaluat
     seen = _SeenImages()
     row = run_experiment(config, callbacks=[seen])
     assert seen.val and seen.val <= set(DEV)
-    assert seen.test and seen.test <= set(VAL) and row["eval_size"] == 4
+    assert seen.test and seen.test <= set(VAL) and row.eval_size == 4

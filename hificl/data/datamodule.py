@@ -9,6 +9,7 @@ its own seed, and their ids are exposed (`subset_record`) so every result row ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from hificl.batch import TrainBatch
 from hificl.data.demonstrations import DemonstrationSampler
 from hificl.data.encoding import PromptEncoder, ToInputs, training_target
 from hificl.data.records import CaptionRecord, VQARecord
@@ -25,7 +27,6 @@ from hificl.data.subsets import fixed_subset, subset_ids
 from hificl.data.synthetic import upgrade_export
 from hificl.data.tasks import TaskSpec, task_spec
 from hificl.errors import ConfigError
-from hificl.lightning.batch import TrainBatch
 
 Record = VQARecord | CaptionRecord
 
@@ -55,6 +56,12 @@ class DataConfig:
             raise ConfigError(f"eval_shots must be >= 0; got {self.eval_shots}.")
 
 
+def object_vocabulary(records: Sequence[Record]) -> dict[str, list[str]]:
+    """Every object the records name, each its own only synonym (the synthetic benchmark's CHAIR vocabulary)."""
+    names = sorted({o for r in records if isinstance(r, CaptionRecord) for o in r.objects})
+    return {name: [name] for name in names}
+
+
 def meta(record: Record) -> dict[str, Any]:
     """What evaluation needs besides the prompt: references and ids."""
     if isinstance(record, VQARecord):
@@ -76,6 +83,7 @@ class ICLDataModule(L.LightningDataModule):
         image_token: str = "<image>",
         to_inputs: ToInputs | None = None,
         teacher_shots: int = 0,
+        synthetic_root: Path | None = None,
     ) -> None:
         """`teacher_shots`: demonstrations in the teacher rows, the method's `teacher_shots` (0: no teacher rows)."""
         super().__init__()
@@ -83,6 +91,7 @@ class ICLDataModule(L.LightningDataModule):
         if teacher_shots < 0:
             raise ConfigError(f"teacher_shots must be >= 0; got {teacher_shots}.")
         self.config, self.teacher_shots = config, teacher_shots
+        self.synthetic_root = synthetic_root  # where a synthetic task's files are when data_root is not set
         self.spec: TaskSpec = task_spec(config.task)
         self.encoder = PromptEncoder(
             processor, self.spec.kind, image_token=image_token, instruction=config.instruction, to_inputs=to_inputs
@@ -91,12 +100,21 @@ class ICLDataModule(L.LightningDataModule):
         self.val_records: list[Record] = []
         self.eval_records: list[Record] = []
         self.sampler: DemonstrationSampler | None = None
+        #: CHAIR's object vocabulary: None (COCO's 80 categories) except for the synthetic caption task.
+        self.chair_vocabulary: dict[str, list[str]] | None = None
+
+    @property
+    def data_root(self) -> Path | None:
+        """The configured root; for a synthetic task without one, the benchmark exported beside the model."""
+        if self.config.data_root:
+            return Path(self.config.data_root)
+        return self.synthetic_root if self.spec.synthetic else None
 
     def setup(self, stage: str | None = None) -> None:
         if self.eval_records:
             return
         c = self.config
-        root = Path(c.data_root) if c.data_root else None
+        root = self.data_root
         if self.spec.synthetic and root is not None:
             upgrade_export(root)
         splits = load_splits(self.spec, root, c.val_seed)
@@ -105,6 +123,9 @@ class ICLDataModule(L.LightningDataModule):
         self.eval_records = fixed_subset(splits.evaluation, c.eval_size, c.eval_seed)
         if self.teacher_shots or c.eval_shots:
             self.sampler = DemonstrationSampler(splits.pool, c.seed, c.demo_selection)
+        if self.spec.metric == "caption" and self.spec.synthetic:
+            named = self.train_records + self.eval_records if self.train_records else splits.pool
+            self.chair_vocabulary = object_vocabulary(named)
 
     def subset_record(self) -> dict[str, Any]:
         """The ids of the samples used, for the result row."""
@@ -142,7 +163,7 @@ class ICLDataModule(L.LightningDataModule):
             raise ConfigError(f"No training samples for task {self.config.task} (train_size=0).")
         generator = torch.Generator().manual_seed(self.config.seed)
         return DataLoader(
-            self.train_records,
+            self.train_records,  # type: ignore[arg-type]  # a list is a map-style dataset
             batch_size=self.config.batch_size,
             shuffle=True,
             generator=generator,
@@ -152,7 +173,7 @@ class ICLDataModule(L.LightningDataModule):
 
     def _eval_loader(self, records: list[Record]) -> DataLoader:
         return DataLoader(
-            records,
+            records,  # type: ignore[arg-type]  # a list is a map-style dataset
             batch_size=self.config.eval_batch_size,
             shuffle=False,
             collate_fn=self.collate_eval,

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from hificl.batch import PromptBatch
 from hificl.data.images import open_image
 from hificl.data.prompts import INSTRUCTIONS, Example, build_prompt
 from hificl.data.records import CaptionRecord, VQARecord
-from hificl.lightning.batch import PromptBatch
 
 Record = VQARecord | CaptionRecord
 ToInputs = Callable[[list[str], list[list[Image.Image]]], dict[str, torch.Tensor]]

@@ -122,7 +122,8 @@ def _vqa_files(split: SyntheticSplit, items: tuple[SynQuestion, ...], name: str,
 
 def _karpathy(splits: list[SyntheticSplit]) -> dict[str, Any]:
     """Karpathy split: train2014 images are "train"; val2014 images are half "val", half "test" (dev: VQA only)."""
-    images, sentid = [], 0
+    images: list[dict[str, Any]] = []
+    sentid = 0
     for split in (s for s in splits if s.split != "dev"):
         n = len(split.image_ids)
         for i, (image_id, caps) in enumerate(zip(split.image_ids, split.captions, strict=True)):
@@ -148,7 +149,8 @@ def _karpathy(splits: list[SyntheticSplit]) -> dict[str, Any]:
 def _instances(split: SyntheticSplit) -> dict[str, Any]:
     """COCO instances: one annotation per drawn object, category = shape name."""
     categories = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, scene in zip(split.image_ids, split.scenes, strict=True):
         images.append({"id": image_id, "file_name": image_filename(split.split, image_id), "width": 32, "height": 32})
         for obj in scene.objects:

@@ -15,7 +15,7 @@ from hificl.attention import VirtualKVPatch, VirtualTokens
 from hificl.models.layers import AttentionShape, find_language_model
 
 if TYPE_CHECKING:
-    from hificl.lightning.batch import TrainBatch
+    from hificl.batch import TrainBatch
 
 
 class Method(nn.Module):
@@ -28,7 +28,8 @@ class Method(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type]
 
-    def __init__(self, config: Any, shape: AttentionShape) -> None:
+    def __init__(self, config: Any, shape: AttentionShape, generator: torch.Generator | None = None) -> None:
+        """Every method is built as `cls(config, shape, generator=...)`; the generator seeds its initial values."""
         super().__init__()
         self.config = config
         self.shape = shape
@@ -36,7 +37,7 @@ class Method(nn.Module):
     @classmethod
     def for_model(cls, config: Any, model: nn.Module, generator: torch.Generator | None = None) -> Method:
         """A fresh method sized for `model` (most methods need only its language model's attention shape)."""
-        return cls(config, find_language_model(model).shape, generator=generator)  # type: ignore[call-arg]
+        return cls(config, find_language_model(model).shape, generator=generator)
 
     @property
     def teacher_shots(self) -> int:

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from hificl.attention import VirtualTokens
+from hificl.batch import TrainBatch
 from hificl.errors import ConfigError
-from hificl.lightning.batch import TrainBatch
 from hificl.methods.alignment import LayerCapture
 from hificl.methods.base import VirtualTokenMethod
 from hificl.methods.losses import layerwise_alignment, require_teacher

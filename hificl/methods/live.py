@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from hificl.batch import TrainBatch
 from hificl.errors import ConfigError
-from hificl.lightning.batch import TrainBatch
 from hificl.methods.alignment import find_ffn
 from hificl.methods.base import Method
 from hificl.methods.losses import answer_kl, require_teacher

@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -131,7 +132,7 @@ class LoRA(Method):
         )
         inject_adapter_in_model(peft_config, model, adapter_name=ADAPTER)
         for name in targets:
-            wrapped = model.get_submodule(name)
+            wrapped: Any = model.get_submodule(name)  # a peft LoraLayer
             base = wrapped.get_base_layer()
             for matrix, holder in (("A", wrapped.lora_A), ("B", wrapped.lora_B)):
                 param = self.lora[_key(name, matrix)]

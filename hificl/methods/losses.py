@@ -13,16 +13,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from hificl.batch import TrainBatch
 from hificl.errors import DataError, TrainingError
-from hificl.lightning.batch import TrainBatch
 
 IGNORE = -100
 LayerReduction = Literal["mean", "sum"]
-
-
-def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the answer tokens (the logits predicting token t sit at t - 1)."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE)
 
 
 def require_teacher(batch: TrainBatch, teacher: object | None, method: str) -> None:

@@ -20,6 +20,7 @@ frozen model run WITH `teacher_shots` demonstrations, + 0.5 x CE (paper Sec. 3.3
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from hificl.attention import VirtualTokens
+from hificl.batch import TrainBatch
 from hificl.errors import ConfigError, ModelError
-from hificl.lightning.batch import TrainBatch
 from hificl.methods.alignment import ALIGN_TARGETS, LayerCapture
 from hificl.methods.base import VirtualTokenMethod
 from hificl.methods.losses import layerwise_alignment, require_teacher
@@ -95,10 +96,10 @@ class MimIC(VirtualTokenMethod):
     def layer_tokens(self, layer: int, module: nn.Module) -> VirtualTokens:
         heads = self.shape.num_heads
         return VirtualTokens(
-            keys=(self.f_weight[layer] / module.scaling).expand(heads, -1).unsqueeze(1),
+            keys=(self.f_weight[layer] / typing.cast(float, module.scaling)).expand(heads, -1).unsqueeze(1),
             values=self.shift[layer].unsqueeze(1),
             logit_bias=self.f_bias[layer].expand(heads).unsqueeze(1),
-            form=self.config.form,  # type: ignore[arg-type]
+            form=self.config.form,
         )
 
     def _constant_shift(self, layer: int, _module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:

@@ -39,9 +39,9 @@ def _preset(
     }
 
 
-_HIFICL = {"n_tokens": 8, "rank": 8}
-_MIMIC = {"teacher_shots": SHOTS, "ce_weight": 0.5, "align_weight": 1.0}
-_LORA = {"rank": 16, "alpha": 32.0, "dropout": 0.05}
+_HIFICL: dict[str, Any] = {"n_tokens": 8, "rank": 8}
+_MIMIC: dict[str, Any] = {"teacher_shots": SHOTS, "ce_weight": 0.5, "align_weight": 1.0}
+_LORA: dict[str, Any] = {"rank": 16, "alpha": 32.0, "dropout": 0.05}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "zero-shot": _preset(None, None),

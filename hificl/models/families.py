@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
@@ -156,7 +157,7 @@ def family_for(config: PretrainedConfig, processor: ProcessorMixin | None = None
     return Family(f"generic ({config.model_type})", (config.model_type,), placeholder, text_type)
 
 
-def _rope_index_owner(model: nn.Module) -> nn.Module | None:
+def _rope_index_owner(model: nn.Module) -> Any:
     return next((m for m in model.modules() if callable(getattr(m, "get_rope_index", None))), None)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import typing
 from typing import Any
 
 import torch
@@ -17,14 +18,15 @@ MATCHING = ("architecture", "text_model_type", "num_layers", "num_heads", "num_k
 
 def weights_digest(model: nn.Module, rows: int = 256) -> str:
     """sha256 of the first rows of the input embedding: tells two checkpoints of one architecture apart cheaply."""
-    weight = model.get_input_embeddings().weight[:rows].detach().to("cpu", torch.float32).contiguous()
+    hf: Any = model  # a transformers PreTrainedModel
+    weight = hf.get_input_embeddings().weight[:rows].detach().to("cpu", torch.float32).contiguous()
     return hashlib.sha256(weight.numpy().tobytes()).hexdigest()[:16]
 
 
 def model_fingerprint(model: nn.Module) -> dict[str, Any]:
     """Architecture, language-model head shapes, name or path and a weights digest."""
     lm = find_language_model(model)
-    text_config = model.config.get_text_config(decoder=True)
+    text_config = typing.cast(Any, model).config.get_text_config(decoder=True)
     return {
         "architecture": type(model).__name__,
         "text_model_type": text_config.model_type,

@@ -14,7 +14,9 @@ attention class, flagged `is_cross_attention`).
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -89,7 +91,7 @@ def find_language_model(model: nn.Module) -> LanguageModel:
     if not backbones:
         raise ModelError(f"No decoder backbone with a `layers` list holds the text config of {type(model).__name__}.")
     backbone = backbones[0]
-    layers = tuple(backbone.layers)
+    layers = tuple(typing.cast(nn.ModuleList, backbone.layers))
     attentions = []
     for index, layer in enumerate(layers):
         found = [
@@ -118,7 +120,7 @@ def find_language_model(model: nn.Module) -> LanguageModel:
         num_layers=len(layers),
         num_heads=num_heads,
         num_kv_heads=getattr(text_config, "num_key_value_heads", None) or num_heads,
-        head_dim=first.head_dim,
+        head_dim=typing.cast(int, first.head_dim),
         hidden_size=text_config.hidden_size,
     )
     return LanguageModel(backbone, layers, tuple(attentions), shape)
@@ -158,7 +160,7 @@ def attention_projections(attention: nn.Module, shape: AttentionShape) -> dict[s
     return found
 
 
-def attention_shape_from_config(config: object) -> AttentionShape:
+def attention_shape_from_config(config: Any) -> AttentionShape:
     """The head layout from a (text or multimodal) config alone: sizes methods without loading weights."""
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     heads = text.num_attention_heads

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,11 +84,11 @@ def _allow_missing_video_processor() -> Iterator[None]:
     def lenient(self: ProcessorMixin, name: str, argument: Any) -> Any:
         return None if argument is None and name == "video_processor" else check(self, name, argument)
 
-    ProcessorMixin.check_argument_for_proper_class = lenient
+    ProcessorMixin.check_argument_for_proper_class = lenient  # type: ignore[method-assign]
     try:
         yield
     finally:
-        ProcessorMixin.check_argument_for_proper_class = check
+        ProcessorMixin.check_argument_for_proper_class = check  # type: ignore[method-assign]
 
 
 def video_free_processor(processor_class: type[ProcessorMixin], **kwargs: Any) -> ProcessorMixin:
@@ -136,7 +137,7 @@ def _image_only_processor(path: str, error: Exception) -> ProcessorMixin:
         "tokenizer": AutoTokenizer.from_pretrained(path, **_hub_kwargs()),
     }
     extra = {k: v for k, v in processor_dict.items() if k not in ("processor_class", "auto_map", *parts)}
-    return video_free_processor(processor_class, **parts, **extra)
+    return video_free_processor(typing.cast(type[ProcessorMixin], processor_class), **parts, **extra)
 
 
 def load_processor(path: str) -> ProcessorMixin:
@@ -166,7 +167,7 @@ def load_model(
         source, dtype=DTYPES[dtype], attn_implementation=attn_implementation, **_hub_kwargs()
     )
     if device is not None:
-        model = model.to(device)
+        model = model.to(device)  # type: ignore[arg-type]  # transformers types `to` through a decorator
     model.eval().requires_grad_(False)
     family.check_model(model)
     return LoadedModel(model=model, processor=processor, family=family, fingerprint=model_fingerprint(model))

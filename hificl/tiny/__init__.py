@@ -4,9 +4,9 @@ end to end without downloads. `build_base_model` is the one entry point the CLI 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from hificl.files import atomic_write_text
 from hificl.tiny.card import TARGETS, check_targets, evaluate
 from hificl.tiny.pretrain import INFO_FILE, PretrainConfig, pretrain
 
@@ -42,9 +42,7 @@ def write_card(model_dir: Path, n_per_family: int = 100, seed: int = 0) -> dict:
         "accuracy": evaluate(model_dir, n_per_family=n_per_family, seed=seed),
     }
     card["targets"] = {"thresholds": TARGETS, **check_targets(card["accuracy"])}
-    tmp = model_dir / f".{CARD_FILE}.tmp"
-    tmp.write_text(json.dumps(card, indent=2))
-    os.replace(tmp, model_dir / CARD_FILE)
+    atomic_write_text(model_dir / CARD_FILE, json.dumps(card, indent=2))
     return card
 
 

@@ -83,7 +83,7 @@ def _qa_scores(
 
 def _caption_scores(
     gen: Generator, idx: np.ndarray, val: SyntheticSplit, train: SyntheticSplit, shots: int, rng: np.random.Generator
-) -> dict[str, float]:
+) -> dict[str, Any]:
     demos = _demo_indices(rng, len(train.scenes), len(idx), shots)
     prompts, images = [], []
     for i, row in zip(idx, demos, strict=True):

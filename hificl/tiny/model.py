@@ -4,6 +4,7 @@ tokenizer and a LlavaProcessor, so every code path that loads a downloaded LMM l
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -129,7 +130,7 @@ def build_model(config: TinyConfig, tokenizer: PreTrainedTokenizerFast, seed: in
     llava = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER),
+        image_token_index=typing.cast(int, tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)),
         image_seq_length=image_tokens(config),
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,

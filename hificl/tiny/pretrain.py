@@ -16,6 +16,7 @@ import platform
 import shutil
 import tempfile
 import time
+import typing
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -174,7 +175,9 @@ def _pretrain(
         captured.clear()
         lm_loss = model(**batch).loss
         logits = probe(captured[0]).split(CELL_CLASSES, dim=-1)
-        aux = sum(F.cross_entropy(lg.flatten(0, 1), cells[..., j].flatten()) for j, lg in enumerate(logits))
+        aux = typing.cast(
+            torch.Tensor, sum(F.cross_entropy(lg.flatten(0, 1), cells[..., j].flatten()) for j, lg in enumerate(logits))
+        )
         loss = lm_loss + config.aux_weight * aux
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

@@ -7,9 +7,10 @@ several processes, or several machines on one database, share one budget. See do
 from __future__ import annotations
 
 import multiprocessing
+import typing
 from collections import Counter
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 
@@ -43,7 +44,7 @@ def tune(
     study = optuna.create_study(
         study_name=settings.name,
         storage=open_storage(settings.storage),
-        direction=settings.direction,
+        direction=typing.cast(Literal["minimize", "maximize"], settings.direction),
         load_if_exists=True,
     )
     if study.direction.name.lower() != settings.direction:
@@ -58,7 +59,7 @@ def tune(
         n_trials=settings.n_trials,
         search=config.search,
         experiment=config.experiment,
-        metric=settings.metric,
+        metric=typing.cast(str, settings.metric),  # load_tune_config always sets it
         sampler=settings.sampler,
         pruner=settings.pruner,
         objective=objective_fn,

@@ -41,9 +41,9 @@ def experiment_objective(trial: optuna.Trial, values: dict[str, Any], metric: st
     config = experiment_config(deep_merge(values, {"validate": True, "progress": False}))
     pruner = PruneOnValidation(trial, f"val/{metric}")
     row = run_experiment(config, callbacks=[pruner])
-    if metric not in row["metrics"]:
-        raise ConfigError(f"tune.study.metric {metric!r} is not among the task's metrics {sorted(row['metrics'])}.")
+    if metric not in row.metrics:
+        raise ConfigError(f"tune.study.metric {metric!r} is not among the task's metrics {sorted(row.metrics)}.")
     if pruner.last is None:
         raise ConfigError("The trial ran no validation epoch, so it has no validation metric to be scored on.")
-    trial.set_user_attr("train_time_s", round(row["train_time_s"], 2))
+    trial.set_user_attr("train_time_s", round(row.timings.train_s, 2))
     return pruner.last  # the validation set's, never the evaluation set's: model selection must not see it

@@ -4,7 +4,6 @@ and Optuna's own matplotlib figures (history, importances, n x r contour)."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from hificl.config import deep_merge, to_dict
+from hificl.files import atomic_write_text
 from hificl.tuning.settings import TuneConfig, experiment_values
 
 
@@ -24,7 +24,7 @@ def write_outputs(study: optuna.Study, config: TuneConfig) -> dict[str, Any]:
     frame = study.trials_dataframe()
     if "state" in frame:
         frame = frame[frame["state"] != TrialState.WAITING.name]  # unclaimed slots are not trials yet
-    _atomic_write(out / "trials.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "trials.csv", frame.to_csv(index=False))
     written: dict[str, Any] = {"trials_csv": str(out / "trials.csv"), "notes": []}
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         written["best_yaml"] = str(write_best(study, config, out / "best.yaml"))
@@ -47,7 +47,7 @@ def write_best(study: optuna.Study, config: TuneConfig, path: Path) -> Path:
         f"{config.study.metric} = {best.value:.4f}, params {best.params}.\n"
         f"# Run it: hificl train --config {path}\n"
     )
-    _atomic_write(path, header + yaml.safe_dump(best_values(study, config), sort_keys=False))
+    atomic_write_text(path, header + yaml.safe_dump(best_values(study, config), sort_keys=False))
     return path
 
 
@@ -80,15 +80,8 @@ def _figures(study: optuna.Study, out: Path, notes: list[str]) -> list[str]:
             notes.append(f"{name} skipped: {type(err).__name__}: {err}")
             plt.close("all")
             continue
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        figure: Any = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
         figure.savefig(out / name, dpi=120, bbox_inches="tight")
         plt.close(figure)
         written.append(str(out / name))
     return written
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write then rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -5,6 +5,7 @@ One typed file so a bad value fails before any worker starts, with a sentence na
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +87,7 @@ def _check(config: TuneConfig) -> None:
     build_pruner(study.pruner)
 
 
-def _build(kind: str, table: dict[str, type], options: dict[str, Any]) -> Any:
+def _build(kind: str, table: Mapping[str, type], options: dict[str, Any]) -> Any:
     options = dict(options)
     name = options.pop("name", None)
     if name not in table:

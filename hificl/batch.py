@@ -1,4 +1,6 @@
-"""The batches the DataModule yields and every method's loss reads: student (no demonstrations) and teacher."""
+"""The batches the DataModule yields and every method's loss reads: student (no demonstrations) and teacher.
+
+A neutral module below data/, methods/ and lightning/, so that all three can import it and imports run one way."""
 
 from __future__ import annotations
 
