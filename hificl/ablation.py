@@ -20,8 +20,9 @@ from tqdm import tqdm
 from hificl.config import deep_merge, read_yaml, to_dict
 from hificl.errors import ConfigError
 from hificl.results import CellRow, ResultRow, ResultsStore, stable_id
+from hificl.validation import check_matrix, check_models
 
-VOLATILE = ("progress", "output_dir")  # settings that do not change a result
+VOLATILE = ("progress", "output_dir", "overwrite")  # settings that do not change a result
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,7 @@ def _resolved(values: dict[str, Any]) -> dict[str, Any]:
 
 def expand_matrix(spec: dict[str, Any], *, quick: bool = False, model: str | None = None) -> list[Cell]:
     """Every cell of the matrix, in declaration order."""
-    for key in ("tasks", "groups"):
-        if key not in spec:
-            raise ConfigError(f"The ablation matrix lacks its {key!r} section.")
+    check_matrix(spec, "The ablation matrix")
     defaults = deep_merge(spec.get("defaults", {}), spec.get("quick", {}).get("defaults", {}) if quick else {})
     seeds = spec.get("quick", {}).get("seeds", spec.get("seeds", [0])) if quick else spec.get("seeds", [0])
     cells = []
@@ -59,7 +58,10 @@ def expand_matrix(spec: dict[str, Any], *, quick: bool = False, model: str | Non
                     values = deep_merge(values, {"data": {"task": task}, "seed": seed, "progress": False})
                     if model:
                         values["model"] = model
-                    resolved = _resolved(values)
+                    try:
+                        resolved = _resolved(values)
+                    except ConfigError as err:
+                        raise ConfigError(f"Cell {group}/{variant}/{task}/seed {seed}: {err}") from None
                     run_id = stable_id(resolved)
                     cell_id = stable_id({"group": group, "variant": variant, "run": run_id})
                     cells.append(Cell(group, variant, task, seed, values, run_id, cell_id))
@@ -101,6 +103,7 @@ def run_matrix(
     """Run every missing cell; return all cell rows. Progress: cells done / left and a time estimate."""
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
+    check_models({str(c.values.get("model", "base-model")) for c in cells})
     store = ResultsStore(Path(results) / ("quick" if quick else ""))
     retired = store.retire_cells({c.cell_id for c in cells})
     if retired:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hificl.errors import HificlError
+from hificl.config import expand_path
+from hificl.errors import ConfigError, HificlError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -23,8 +24,15 @@ def _experiment(args: argparse.Namespace, **forced: Any) -> Any:
     from hificl.experiment import experiment_config
 
     values = read_yaml(args.config) if args.config else {}
+    if getattr(args, "overwrite", False):
+        forced = {**forced, "overwrite": True}
     values = apply_overrides(deep_merge(values, forced), args.set)
     return experiment_config(values)
+
+
+def _at_least(option: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{option} must be >= {low}, got {value}.")
 
 
 def cmd_base_model(args: argparse.Namespace) -> int:
@@ -72,7 +80,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Train and evaluate several presets on one task, then print one table."""
     from hificl.experiment import run_experiment
 
-    rows = [run_experiment(_experiment(args, preset=p)) for p in args.presets]
+    configs = [_experiment(args, preset=p) for p in args.presets]  # every preset's config is checked first
+    for config in configs:  # one output directory per preset, not one that each run would overwrite
+        config.output_dir = str(Path(config.output_dir) / config.preset) if config.output_dir else None
+    rows = [run_experiment(config) for config in configs]
     _print_rows(rows)
     return 0
 
@@ -81,6 +92,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from analysis.report import build_report
     from hificl.ablation import run_matrix
 
+    _at_least("--workers", args.workers, 1)
     results = Path(args.results) / ("quick" if args.quick else "")
     run_matrix(args.config, args.results, quick=args.quick, model=args.base_model, workers=args.workers)
     _print_report(build_report(results), results)
@@ -111,18 +123,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from hificl.bench import random_llava, run_bench, summary
+    from hificl.bench import bench_model, run_bench, summary
+
+    _at_least("--repeats", args.repeats, 1)
+    _at_least("--prompt-len", args.prompt_len, 1)
+    _at_least("--threads", args.threads, 1)
 
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    if args.model_config == "embedded":
-        from hificl.models.loading import load_model
-        from hificl.tiny import build_base_model
-
-        model = load_model(str(build_base_model(Path(args.base_model))), dtype=args.dtype).model.to(device)
-    else:
-        model = random_llava(args.model_config, device, dtype)
-    results = run_bench(model, out=args.out, prompt_len=args.prompt_len, repeats=args.repeats)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    config = args.model_config or ("embedded" if device.type == "cpu" else "large")
+    model = bench_model(config, args.base_model, device, dtype)
+    results = run_bench(
+        model, out=args.out, prompt_len=args.prompt_len, repeats=args.repeats, paper_scale=not args.no_paper_scale
+    )
     print(summary(results))
     print(f"written: {args.out}")
     return 0
@@ -152,51 +167,65 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", help="YAML experiment config (experiments/)")
+    def with_config(p: argparse.ArgumentParser, outputs: bool = True) -> None:
+        p.add_argument("--config", type=expand_path, help="YAML experiment config (experiments/)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-3")
+        if outputs:
+            p.add_argument(
+                "--overwrite", action="store_true", help="replace the package's own files in an existing output_dir"
+            )
 
     p = add("base-model", cmd_base_model, "pretrain the embedded tiny LMM and export its benchmark (cached)")
-    p.add_argument("--out", default="base-model")
+    p.add_argument("--out", default="base-model", type=expand_path)
     p.add_argument("--seed", type=int, default=None, help="pretraining seed (default: hificl.tiny.DEFAULT_SEED)")
     p.add_argument("--benchmark-seed", type=int, default=0, help="seed of the exported synthetic benchmark")
 
     with_config(add("train", cmd_train, "train a method and evaluate it"))
     p = add("evaluate", cmd_evaluate, "evaluate zero-shot, k-shot ICL or a saved method")
     with_config(p)
-    p.add_argument("--adapter", help="directory of a saved method (method.safetensors + method.json)")
+    p.add_argument("--adapter", type=expand_path, help="directory of a saved method (method.safetensors + method.json)")
     p = add("compare", cmd_compare, "train and evaluate several presets on one task; print a table")
     with_config(p)
     p.add_argument("--presets", nargs="+", default=["zero-shot", "icl", "lora", "live", "mimic", "hificl"])
 
     p = add("ablate", cmd_ablate, "run the ablation matrix (resumable), then write tables and figures")
-    p.add_argument("--config", default="experiments/ablations.yaml")
-    p.add_argument("--results", default="results")
-    p.add_argument("--base-model", default=None, help="model directory for every cell (default: the matrix's)")
+    p.add_argument("--config", default="experiments/ablations.yaml", type=expand_path)
+    p.add_argument("--results", default="results", type=expand_path)
+    p.add_argument(
+        "--base-model", default=None, type=expand_path, help="model directory for every cell (default: the matrix's)"
+    )
     p.add_argument("--quick", action="store_true", help="the QUICK variant: one seed, smaller evaluation")
     p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
     p = add("figures", cmd_figures, "rebuild tables and figures from the results store, without running anything")
-    p.add_argument("--results", default="results")
+    p.add_argument("--results", default="results", type=expand_path)
     p = add("tune", cmd_tune, "Optuna search over HiFICL's n and r (persistent, multi-worker)")
-    with_config(p)
+    with_config(p, outputs=False)
     p.set_defaults(config="experiments/tune.yaml")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--storage", help="Optuna storage URL (default sqlite under results/tune) or journal:PATH")
     p.add_argument("--n-trials", type=int, default=None)
-    p.add_argument("--base-model", default=None, help="model directory every trial trains on")
+    p.add_argument("--base-model", default=None, type=expand_path, help="model directory every trial trains on")
 
     p = add("bench", cmd_bench, "side-by-side timings and memory ratios (benchmarks, not tests)")
-    p.add_argument("--base-model", default="base-model")
-    p.add_argument("--model-config", choices=["embedded", "medium", "large"], default="embedded")
+    p.add_argument("--base-model", default="base-model", type=expand_path)
+    p.add_argument(
+        "--model-config",
+        choices=["embedded", "tiny", "medium", "large"],
+        default=None,
+        help="embedded: the pretrained tiny LMM; tiny: its architecture, random weights; medium/large: random "
+        "LLaVA (default: embedded on CPU, large on CUDA)",
+    )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads; 1 measures thread CPU time")
+    p.add_argument("--no-paper-scale", action="store_true", help="skip the Mistral-7B-wide layer line")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--out", default="results/bench.json")
+    p.add_argument("--out", default="results/bench.json", type=expand_path)
 
     p = add("check", cmd_check, "report what a model directory and a data root contain, without training")
-    p.add_argument("--model")
-    p.add_argument("--data")
+    p.add_argument("--model", type=expand_path)
+    p.add_argument("--data", type=expand_path)
     return parser
 
 
@@ -205,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except HificlError as err:
-        print(f"hificl: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever a library put in the message
+        print(f"hificl: error: {message}", file=sys.stderr)
         return 2
-    except FileNotFoundError as err:
-        print(f"hificl: error: {err.strerror}: {err.filename}", file=sys.stderr)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+        print(f"hificl: error: {err.filename}: {err.strerror}.", file=sys.stderr)
         return 2
 
 

@@ -35,7 +35,10 @@ from hificl.methods.io import load_method, save_method
 from hificl.methods.presets import resolve_preset
 from hificl.methods.registry import build_method
 from hificl.models.loading import LoadedModel, load_model
+from hificl.outputs import OutputDir, staged_outputs
+from hificl.preflight import check_images
 from hificl.results import Environment, ResultRow
+from hificl.validation import check_experiment
 
 #: The TrainConfig fields a preset may set (TrainConfig's own defaults are TRAINING_DEFAULTS).
 PRESET_TRAIN_KEYS = ("lr", "weight_decay", "optimizer", "scheduler", "warmup_ratio")
@@ -53,6 +56,7 @@ class ExperimentConfig:
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     output_dir: str | None = None  # where the trained method and predictions are written, if set
+    overwrite: bool = False  # replace the package's own files in an output_dir that already holds some
     adapter: str | None = None  # evaluate this saved method instead of training one
     validate: bool = False  # evaluate after every epoch ("val/<metric>" in callback_metrics; Optuna prunes on it)
     progress: bool = True
@@ -80,6 +84,7 @@ def experiment_config(values: dict[str, Any]) -> ExperimentConfig:
     config = from_dict(ExperimentConfig, deep_merge(from_preset, values), "experiment")
     if "seed" not in (values.get("data") or {}):  # one seed drives init, training subset and demonstrations
         config.data.seed = config.seed
+    check_experiment(config)
     return config
 
 
@@ -175,16 +180,26 @@ def build_trainer(config: ExperimentConfig, callbacks: list[L.Callback]) -> L.Tr
 
 
 def run_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> ResultRow:
-    """Train (if the preset has a method and no saved adapter is given) and evaluate; return the result row."""
+    """Train (if the preset has a method and no saved adapter is given) and evaluate; return the result row.
+    The output directory is checked before the model loads and written as one unit (hificl.outputs)."""
+    with staged_outputs(config.output_dir, overwrite=config.overwrite) as outputs:
+        return _run(config, callbacks, outputs)
+
+
+def _run(config: ExperimentConfig, callbacks: list[L.Callback] | None, outputs: OutputDir | None) -> ResultRow:
     experiment = build_experiment(config, callbacks)
     trainer, module, datamodule = experiment.trainer, experiment.module, experiment.datamodule
+    datamodule.setup()  # its records' images are checked before the first training step
+    check_images(datamodule.train_records if experiment.trains else [])
+    check_images(datamodule.val_records if config.validate else [])
+    check_images(datamodule.eval_records)
     with detached_after(experiment.method):
         if experiment.trains:
             trainer.fit(module, datamodule=datamodule)
         trainer.test(module, datamodule=datamodule, verbose=False)
     row = result_row(experiment)
     if config.output_dir:
-        write_outputs(experiment, row, Path(config.output_dir))
+        write_outputs(experiment, row, outputs)
     return row
 
 
@@ -238,16 +253,17 @@ def _digest(ids: list[int]) -> str:
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
 
 
-def write_outputs(experiment: Experiment, row: ResultRow, out: Path) -> None:
-    """The trained method, every rank's predictions and the row, written by rank 0."""
+def write_outputs(experiment: Experiment, row: ResultRow, outputs: OutputDir | None) -> None:
+    """The trained method, every rank's predictions and the row, staged by rank 0, then committed as one unit."""
     trainer = experiment.trainer
     predictions = gather_predictions(experiment.module.predictions, trainer.world_size)
-    if trainer.is_global_zero:
-        method, model = experiment.method, experiment.loaded.model
+    if trainer.is_global_zero and outputs is not None:
+        method, model, out = experiment.method, experiment.loaded.model, outputs.stage
         if method is not None:
             save_method(method, out / "method", model, extra={"preset": row.preset, "task": row.task})
         atomic_write_text(out / "predictions.json", json.dumps(predictions, indent=1))
         atomic_write_text(out / "result.json", json.dumps(row.to_dict(), indent=2))
+        outputs.commit()
     trainer.strategy.barrier()
 
 

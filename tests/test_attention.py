@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,8 +10,9 @@ import torch
 from torch import nn
 
 from hificl.attention import VirtualKVPatch, VirtualTokens, virtual_kv_attention
+from hificl.methods.registry import build_method
 from hificl.models.layers import find_language_model
-from tests.models import IMAGE_SIZE, image_prompt, llava_llama, llava_qwen2, mistral
+from tests.models import IMAGE_SIZE, IMAGE_TOKEN, image_prompt, llava_llama, llava_qwen2, mistral
 
 
 class _Head(nn.Module):
@@ -161,3 +163,69 @@ def test_fused_inference_path_equals_the_concatenating_path(form: str, per_kv_he
     with torch.no_grad():
         fused, _ = virtual_kv_attention("sdpa", module, q, k, v, mask, scaling=8**-0.5)
     assert (fused - concatenated.detach()).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("form", ["joint", "unscaled"])
+@pytest.mark.parametrize("per_kv_head", [True, False])
+@pytest.mark.parametrize("padded", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_decode_step_routes_equal_the_concatenating_path(
+    form: str, per_kv_head: bool, padded: bool, bias: bool
+) -> None:
+    """One decode step (a single query over the cache): the grouped single-call route (joint form) and the
+    log-sum-exp route (unscaled form) give the concatenating path's numbers, frozen (memoised) tokens too."""
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (
+        torch.randn(2, 4, 1, 8, generator=g),
+        torch.randn(2, 2, 9, 8, generator=g),
+        torch.randn(2, 2, 9, 8, generator=g),
+    )
+    heads = 2 if per_kv_head else 4
+    tokens = VirtualTokens(
+        torch.randn(heads, 3, 8, generator=g),
+        torch.randn(heads, 3, 8, generator=g),
+        logit_bias=torch.randn(heads, 3, generator=g) if bias else None,
+        form=form,
+        per_kv_head=per_kv_head,
+    )
+    mask = None
+    if padded:
+        mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+        mask[1, ..., :3] = False
+    module = _Head(2, tokens)
+    reference, _ = virtual_kv_attention("sdpa", module, q, k, v, mask, scaling=8**-0.5)
+    frozen = dataclasses.replace(tokens, frozen=True)
+    module.__dict__["_virtual_kv"] = lambda m: frozen
+    with torch.no_grad():
+        for _ in range(2):  # the second call reads the memoised layout
+            fused, _ = virtual_kv_attention("sdpa", module, q, k, v, mask, scaling=8**-0.5)
+            assert (fused - reference.detach()).abs().max().item() < 1e-5
+
+
+def test_tokens_are_materialised_once_at_inference_and_refreshed_when_parameters_change() -> None:
+    model = llava_qwen2()
+    method = build_method("hificl", model, {"n_tokens": 2, "rank": 2}, seed=0)
+    calls = []
+    original = method.layer_tokens
+    method.layer_tokens = lambda layer, module: calls.append(layer) or original(layer, module)
+    method.attach(model)
+    layers = len(find_language_model(model).layers)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, IMAGE_TOKEN, (1, 10), generator=g)
+    method.eval()
+    with torch.no_grad():
+        first = model(input_ids=ids).logits
+        model(input_ids=ids)
+        assert len(calls) == layers  # once per layer, reused by the second forward
+        method.v_b.normal_(0, 0.5, generator=g)  # what an optimizer step does: an in-place update
+        changed = model(input_ids=ids).logits
+        assert len(calls) == 2 * layers and (changed - first).abs().max().item() > 1e-3
+    fresh = model(input_ids=ids).logits  # autograd on: computed afresh, gradients flow
+    assert len(calls) == 3 * layers and (fresh.detach() - changed).abs().max().item() < 1e-5
+    fresh.sum().backward()
+    assert method.v_b.grad is not None and method.v_b.grad.abs().sum() > 0
+    method.train()
+    with torch.no_grad():
+        model(input_ids=ids)
+    assert len(calls) == 4 * layers  # switching mode invalidates
+    method.detach()

@@ -153,7 +153,7 @@ CASES = {
     "empty split": empty_split,
     "unknown model family": unknown_family,
     "cross-attention mllama": cross_attention("mllama", "Llama 3.2 Vision (mllama)"),
-    "n = 0": override("method.n_tokens=0", "got n_tokens=0", "at least one virtual token"),
+    "n = 0": override("method.n_tokens=0", "experiment.method.n_tokens must be >= 1, got 0"),
     "r > head_dim": override("method.rank=9", "rank must be in 1..head_dim=8", "got rank=9"),
     # lr 1e30 (YAML 1.1 would leave it a string; the config reads it as the float): warm-up gives step 0 lr 0,
     # step 1 blows the parameters up, step 2's loss is NaN.

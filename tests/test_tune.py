@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +16,7 @@ import lightning as L
 import optuna
 import pytest
 import torch
+import yaml
 from optuna.trial import TrialState
 
 from hificl.config import read_yaml
@@ -17,10 +24,14 @@ from hificl.errors import ConfigError
 from hificl.experiment import experiment_config
 from hificl.tuning import tune
 from hificl.tuning.objective import PruneOnValidation
+from hificl.tuning.settings import SearchSpace, suggest
 from hificl.tuning.storage import open_storage
+from hificl.tuning.worker import OWNER, RETRY_OF, claim
 from tests.tune_objectives import FAILING_RANK, nan_objective, score, synthetic_objective
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "experiments" / "tune.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "experiments" / "tune.yaml")
+DIED = "its worker died (killed or lost) while running it"
 N_TRIALS = 12
 
 
@@ -205,3 +216,91 @@ def test_pruning_callback_stops_a_real_lightning_fit_after_the_epoch_it_falls_be
         trainer.fit(_Accuracies([0.5, 0.72, 0.65, 0.9]), data, data)
     assert study.trials[2].intermediate_values == pytest.approx({0: 0.5, 1: 0.72, 2: 0.65})
     assert trainer.current_epoch == 2
+
+
+# --- resuming, dead workers, kill -9 -------------------------------------------------------------------------
+def _points(storage: str) -> list[tuple[int, str, dict, float | None]]:
+    """(number, state, params, value) of each trial, in number order, without the dead workers' rows."""
+    done = [t for t in trials(storage) if t.user_attrs.get("error") != DIED and t.state != TrialState.WAITING]
+    return [(t.number, t.state.name, t.params, t.value) for t in sorted(done, key=lambda t: t.number)]
+
+
+def test_a_resumed_study_continues_the_search_it_does_not_repeat_it(tmp_path):
+    whole, pieces = f"sqlite:///{tmp_path}/whole.db", f"sqlite:///{tmp_path}/pieces.db"
+    run(tmp_path / "w", whole, workers=1, n_trials=N_TRIALS)
+    for total in (4, 8, N_TRIALS):  # a study resumed twice
+        run(tmp_path / "p", pieces, workers=1, n_trials=total)
+    assert _points(pieces) == _points(whole)  # each trial number got the point an uninterrupted run gives it
+    first, second = ([tuple(p[2].values()) for p in _points(pieces)[i : i + 4]] for i in (0, 4))
+    assert first != second  # the resumed run did not propose the first run's points again
+    assert len({tuple(p[2].values()) for p in _points(pieces)}) >= 6  # of the 9 points in the space
+
+
+def test_a_trial_left_running_by_a_dead_worker_is_failed_and_its_point_retried(tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    run(tmp_path, storage, workers=1, n_trials=3)
+    study = optuna.load_study(study_name="hificl-syn-vqa", storage=open_storage(storage))
+    study.enqueue_trial({})
+    orphan = claim(study, study._storage, n_trials=4)  # a worker claims trial 3, samples it, then dies
+    params = suggest(orphan, SearchSpace(n_tokens=[1, 4, 16], rank=[2, 8, 32]))
+    study._storage.set_trial_system_attr(orphan._trial_id, OWNER, {"host": socket.gethostname(), "pid": 2**22})
+
+    run(tmp_path, storage, workers=1, n_trials=4)
+    done = {t.number: t for t in trials(storage)}
+    assert len(done) == 5 and all(t.state.is_finished() for t in done.values())
+    assert (done[3].state, done[3].user_attrs["error"]) == (TrialState.FAIL, DIED)
+    assert done[4].params == params and done[4].user_attrs[RETRY_OF] == 3  # the slot came back, same point
+    if params["rank"] == FAILING_RANK:  # the point itself fails, as it did for the first worker
+        assert done[4].user_attrs["error"].startswith("ConfigError: rank 32 exceeds")
+    else:
+        assert done[4].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert run(tmp_path, storage, workers=1, n_trials=4)["trials"] == {
+        s: sum(t.state.name == s for t in done.values()) for s in {t.state.name for t in done.values()}
+    }  # a finished study adds nothing
+
+
+_TUNE = """
+import sys
+from hificl.tuning import tune
+from tests.tune_objectives import slow_objective
+overrides = [f"study.output_dir={sys.argv[2]}", "search.n_tokens=[1,4,16]", "search.rank=[2,8,32]"]
+tune(sys.argv[3], overrides, storage=sys.argv[1], n_trials=int(sys.argv[4]), objective_fn=slow_objective)
+"""
+
+
+def _tune_process(storage: str, out: Path, config: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-c", _TUNE, storage, str(out), str(config), str(N_TRIALS)]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_study(tmp_path):
+    whole, killed = f"sqlite:///{tmp_path}/whole.db", f"sqlite:///{tmp_path}/killed.db"
+    spec = read_yaml(CONFIG)
+    spec["study"]["sampler"] = {"name": "random", "seed": 0}  # history-free: retries may run in another order
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    proc = _tune_process(whole, tmp_path / "w", config)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    rng = random.Random(0)
+    for _ in range(2):  # killed twice, each time at a random moment after some trial finished
+        proc = _tune_process(killed, tmp_path / "k", config)
+        finished = len([t for t in _tries(killed) if t.state.is_finished()])
+        deadline = time.monotonic() + 300
+        while len([t for t in _tries(killed) if t.state.is_finished()]) <= finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    proc = _tune_process(killed, tmp_path / "k", config)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+
+    # the same points with the same outcomes (a retried point runs under a new trial number)
+    assert sorted(map(repr, (p[1:] for p in _points(killed)))) == sorted(map(repr, (p[1:] for p in _points(whole))))
+    assert (tmp_path / "k" / "trials.csv").is_file() and not list((tmp_path / "k").glob("*.tmp"))
+
+
+def _tries(storage: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return trials(storage)
+    except (KeyError, optuna.exceptions.StorageInternalError, ValueError):
+        return []  # the study does not exist yet

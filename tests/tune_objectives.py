@@ -37,3 +37,9 @@ def synthetic_objective(trial: optuna.Trial, values: dict[str, Any], metric: str
 def nan_objective(trial: optuna.Trial, values: dict[str, Any], metric: str) -> float:
     """A diverged run: the metric comes back NaN for n = 1."""
     return math.nan if values["method"]["n_tokens"] == 1 else score(values["method"]["n_tokens"], 8)
+
+
+def slow_objective(trial: optuna.Trial, values: dict[str, Any], metric: str) -> float:
+    """synthetic_objective at a pace a kill -9 can land inside (about 0.2 s a trial)."""
+    time.sleep(0.2)
+    return synthetic_objective(trial, values, metric)

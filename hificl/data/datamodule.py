@@ -49,11 +49,9 @@ class DataConfig:
     num_workers: int = 0
 
     def validate(self) -> None:
-        sizes = (self.train_size, self.eval_size, self.val_size)
-        if self.train_size < 0 or self.eval_size < 1 or self.val_size < 1:
-            raise ConfigError(f"train_size must be >= 0, eval_size and val_size >= 1; got {sizes}.")
-        if self.eval_shots < 0:
-            raise ConfigError(f"eval_shots must be >= 0; got {self.eval_shots}.")
+        from hificl.validation import check_data  # every range check lives in one module
+
+        check_data(self)
 
 
 def object_vocabulary(records: Sequence[Record]) -> dict[str, list[str]]:

@@ -96,7 +96,7 @@ class VirtualTokenMethod(Method):
         if lm.shape != self.shape:
             raise ValueError(f"{self.name} was sized for {self.shape}, the model has {lm.shape}.")
         sources = [partial(self.layer_tokens, i) for i in range(len(lm.attentions))]
-        self._patch = VirtualKVPatch(list(lm.attentions), sources)
+        self._patch = VirtualKVPatch(list(lm.attentions), sources, owner=self)
 
     def detach(self) -> None:
         if self._patch is not None:

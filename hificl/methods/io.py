@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hificl import __version__
-from hificl.errors import AdapterError
+from hificl.errors import AdapterError, ConfigError
 from hificl.methods.base import Method
 from hificl.models.fingerprint import check_fingerprint, model_fingerprint
 
@@ -44,12 +44,23 @@ def save_method(method: Method, directory: str | Path, model: nn.Module, extra: 
         save_file(tensors, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
         if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+            foreign = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS, CONFIG))
+            if foreign:
+                raise AdapterError(f"{directory} holds files that are not a saved method ({foreign}); not replaced.")
+            old = tmp.with_name(f"{tmp.name}.old")
+            os.replace(directory, old)  # never a moment with neither adapter nor a whole one in its place
+            os.replace(tmp, directory)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+#: The keys of method.json that loading relies on, and the JSON type each must have.
+REQUIRED = {"method": str, "config": dict, "base_model": dict}
 
 
 def read_method_config(directory: str | Path) -> dict[str, Any]:
@@ -57,9 +68,17 @@ def read_method_config(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise AdapterError(f"No saved method at {directory}: {CONFIG} is missing.")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise AdapterError(f"{path} is not UTF-8 text (byte {err.start} cannot be decoded).") from None
     except json.JSONDecodeError as err:
         raise AdapterError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}).") from err
+    if not isinstance(meta, dict):
+        raise AdapterError(f"{path} must hold a JSON object, not {type(meta).__name__}.")
+    for key, kind in REQUIRED.items():
+        if not isinstance(meta.get(key), kind):
+            raise AdapterError(f"{path} needs {key!r} as a JSON {kind.__name__}, got {meta.get(key)!r}.")
+    return meta
 
 
 def load_method(directory: str | Path, model: nn.Module) -> Method:
@@ -68,15 +87,29 @@ def load_method(directory: str | Path, model: nn.Module) -> Method:
 
     directory = Path(directory)
     meta = read_method_config(directory)
-    check_fingerprint(meta.get("base_model", {}), model, str(directory))
-    method = build_method(meta["method"], model, meta["config"])
+    check_fingerprint(meta["base_model"], model, str(directory))
     try:
-        tensors = load_file(str(directory / WEIGHTS))
+        method = build_method(meta["method"], model, meta["config"])
+    except (ConfigError, TypeError, ValueError) as err:
+        raise AdapterError(f"{directory / CONFIG} describes a method that cannot be built: {err}") from None
+    path = directory / WEIGHTS
+    try:
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        path = directory / WEIGHTS
         raise AdapterError(f"{path} cannot be read as safetensors (truncated or corrupt): {err}") from err
-    missing = method.state_dict().keys() - tensors.keys()
+    expected = method.state_dict()
+    missing, extra = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
     if missing:
-        raise AdapterError(f"{directory / WEIGHTS} lacks the tensors {sorted(missing)} of method {meta['method']!r}.")
+        raise AdapterError(f"{path} lacks the tensors {missing} of method {meta['method']!r}.")
+    if extra:
+        raise AdapterError(f"{path} holds tensors {extra} that method {meta['method']!r} does not have.")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise AdapterError(
+                f"{path}: tensor {name!r} has shape {list(tensor.shape)}, "
+                f"but {meta['method']!r} with its config needs {list(expected[name].shape)}."
+            )
+        if not tensor.is_floating_point():
+            raise AdapterError(f"{path}: tensor {name!r} is {tensor.dtype}, not a floating-point tensor.")
     method.load_state_dict(tensors)
     return method

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -161,8 +161,26 @@ def _rope_index_owner(model: nn.Module) -> Any:
     return next((m for m in model.modules() if callable(getattr(m, "get_rope_index", None))), None)
 
 
+def _first_position(model: nn.Module) -> int:
+    """The position generate() gives a sequence's first token: 0, or 1 for models whose generation numbers
+    positions from 1 (PaliGemma's prepare_inputs_for_generation adds 1). Asked of the model, once per class."""
+    cls = type(model)
+    if cls not in _FIRST_POSITION:
+        probe = torch.zeros(1, 1, dtype=torch.long)
+        prepared = cast(Any, model).prepare_inputs_for_generation(
+            probe, attention_mask=torch.ones_like(probe), position_ids=probe, use_cache=False
+        )
+        given = prepared.get("position_ids")
+        _FIRST_POSITION[cls] = 0 if given is None else int(given.flatten()[0])
+    return _FIRST_POSITION[cls]
+
+
+_FIRST_POSITION: dict[type, int] = {}
+
+
 def position_ids(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The position ids generate() gives a batch: (3, batch, len) M-RoPE or (batch, len), left padding aware.
+    """The position ids generate() gives a batch: (3, batch, len) M-RoPE or (batch, len), left padding aware,
+    numbered from the model's first position (PaliGemma: 1).
 
     Passing them to forward makes a padded forward agree with generation (forward alone would count padding).
     """
@@ -174,18 +192,19 @@ def position_ids(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Ten
             ids, mm_token_type_ids=inputs["mm_token_type_ids"], attention_mask=mask, **grids
         )
         return positions
+    first = _first_position(model)
     if mask is None:
-        return torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
-    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        return torch.arange(first, first + ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+    return (mask.long().cumsum(-1) - 1 + first).masked_fill(mask == 0, 1)
 
 
 def query_position_ids(
     model: nn.Module, query: dict[str, torch.Tensor], demonstrations: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """Positions of a query run alone as if it followed the demonstrations: its own positions shifted by the
-    demonstrations' positional span (max position + 1: their length for 1-D RoPE, less under M-RoPE, where an
-    image of h x w merged patches spans max(h, w) positions)."""
+    demonstrations' positional span (max position + 1 - first position: their length for 1-D RoPE, less under
+    M-RoPE, where an image of h x w merged patches spans max(h, w) positions)."""
     own, demo = position_ids(model, query), position_ids(model, demonstrations)
     batch = demo.shape[-2]
-    span = demo.reshape(-1, batch, demo.shape[-1]).amax(dim=(0, 2)) + 1
+    span = demo.reshape(-1, batch, demo.shape[-1]).amax(dim=(0, 2)) + 1 - _first_position(model)
     return own + span.view(*([1] * (own.dim() - 2)), batch, 1)

@@ -12,19 +12,52 @@ from torch import nn
 from hificl.errors import AdapterError
 from hificl.models.layers import find_language_model
 
+#: Version of the digest below; adapters saved with another version are refused with both values named.
+DIGEST_VERSION = 2
 # Fields that must agree for a method's parameters to mean the same thing on another model instance.
-MATCHING = ("architecture", "text_model_type", "num_layers", "num_heads", "num_kv_heads", "head_dim", "weights_digest")
+MATCHING = (
+    "architecture",
+    "text_model_type",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "digest_version",
+    "weights_digest",
+)
+SAMPLES_PER_TENSOR = 64
 
 
-def weights_digest(model: nn.Module, rows: int = 256) -> str:
-    """sha256 of the first rows of the input embedding: tells two checkpoints of one architecture apart cheaply."""
-    hf: Any = model  # a transformers PreTrainedModel
-    weight = hf.get_input_embeddings().weight[:rows].detach().to("cpu", torch.float32).contiguous()
-    return hashlib.sha256(weight.numpy().tobytes()).hexdigest()[:16]
+def weights_digest(model: nn.Module, samples: int = SAMPLES_PER_TENSOR) -> str:
+    """sha256 over every weight of the model: its name, shape and dtype (what a safetensors header says) and
+    `samples` values spread evenly over it. Every weight a method sits on counts (attention and MLP of the
+    language model, the vision tower LoRA adapts, norms, embeddings), so a fine-tuned checkpoint of the same
+    architecture is told apart, while the cost stays one small gather per tensor."""
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        count = min(samples, flat.numel())  # evenly spaced, in integers (float linspace overshoots past 2**24)
+        index = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
+        values = flat[index].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}|{tuple(param.shape)}|{param.dtype};".encode())
+        digest.update(values.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def model_fingerprint(model: nn.Module) -> dict[str, Any]:
-    """Architecture, language-model head shapes, name or path and a weights digest."""
+    """Architecture, language-model head shapes, name or path and a weights digest.
+
+    Computed once per model instance, when it is first asked for (load_model, before any method attaches):
+    a method that adds or wraps weights (LoRA) must not change the fingerprint of the base it was saved on."""
+    cached = model.__dict__.get("_hificl_fingerprint")
+    if cached is not None:
+        return dict(cached)
+    fingerprint = _compute(model)
+    model.__dict__["_hificl_fingerprint"] = fingerprint
+    return dict(fingerprint)
+
+
+def _compute(model: nn.Module) -> dict[str, Any]:
     lm = find_language_model(model)
     text_config = typing.cast(Any, model).config.get_text_config(decoder=True)
     return {
@@ -37,6 +70,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
         "hidden_size": lm.shape.hidden_size,
         "vocab_size": text_config.vocab_size,
         "name_or_path": str(getattr(model.config, "_name_or_path", "") or ""),
+        "digest_version": DIGEST_VERSION,
         "weights_digest": weights_digest(model),
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 import transformers
+from huggingface_hub.errors import StrictDataclassClassValidationError
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -35,6 +38,16 @@ from hificl.errors import ModelError
 from hificl.models.families import BY_TYPE, Family, check_self_attention, family_for, supported_types
 from hificl.models.fingerprint import model_fingerprint
 from hificl.models.layers import find_language_model
+from hificl.models.weights import check_weights
+
+#: The JSON files through which a checkpoint can point transformers at its own Python code.
+CUSTOM_CODE_FILES = (
+    "config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "tokenizer_config.json",
+    "video_preprocessor_config.json",
+)
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -54,7 +67,8 @@ def _offline() -> bool:
 
 
 def _hub_kwargs() -> dict[str, Any]:
-    return {"local_files_only": True} if _offline() else {}
+    """Every from_pretrained call: never run a checkpoint's own code (False raises where None would prompt)."""
+    return {"trust_remote_code": False, **({"local_files_only": True} if _offline() else {})}
 
 
 def resolve(name_or_path: str) -> str:
@@ -64,16 +78,38 @@ def resolve(name_or_path: str) -> str:
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelError(f"Model path {name_or_path} does not exist.")
+    if "/" not in name_or_path:  # every image-text model on the hub is owner/name: this meant a directory
+        hint = " (build the embedded default with `make base-model`)" if name_or_path == "base-model" else ""
+        raise ModelError(f"Model directory {name_or_path} does not exist{hint}; a hub id looks like owner/name.")
     return name_or_path
 
 
 def load_config(source: str) -> PretrainedConfig:
     """The checkpoint's config; an unreadable directory or an uncached hub id is named in a ModelError."""
+    _check_no_custom_code(source)
     _check_known_model_type(source)
     try:
         return AutoConfig.from_pretrained(source, **_hub_kwargs())
-    except (OSError, ValueError) as error:
-        raise ModelError(f"Cannot read a model config from {source}: {_first_line(error)}") from error
+    except (OSError, ValueError, TypeError, StrictDataclassClassValidationError) as error:
+        raise ModelError(f"Cannot read a model config from {source}: {_one_line(error)}.") from error
+
+
+def _check_no_custom_code(source: str) -> None:
+    """A local checkpoint whose JSON files map classes to its own code (`auto_map`) is refused before
+    transformers would ask whether to run that code."""
+    for name in CUSTOM_CODE_FILES:
+        path = Path(source) / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelError(f"{path} is not a readable UTF-8 JSON file ({_one_line(error)}).") from None
+        if isinstance(data, dict) and "auto_map" in data:
+            raise ModelError(
+                f"{path} has an auto_map (custom code shipped with the checkpoint); hificl runs only the "
+                "architectures transformers ships and never a checkpoint's own code."
+            )
 
 
 @contextmanager
@@ -107,7 +143,9 @@ def _check_known_model_type(source: str) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"{path} is not a readable JSON model config: {error}") from error
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    if isinstance(model_type, str) and "auto_map" not in config and model_type not in CONFIG_MAPPING_NAMES:
+    if not isinstance(model_type, str):
+        raise ModelError(f"{path} is not a model config: it needs a JSON object with a model_type string.")
+    if isinstance(model_type, str) and model_type not in CONFIG_MAPPING_NAMES:
         raise ModelError(
             f"{path} has model_type {model_type!r}, which transformers {transformers.__version__} does not know "
             f"(supported families: {supported_types()})."
@@ -116,6 +154,12 @@ def _check_known_model_type(source: str) -> None:
 
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _one_line(error: Exception) -> str:
+    """The whole message as one clause (transformers' errors span lines and sentences)."""
+    text = " ".join(part.strip() for part in str(error).strip().splitlines() if part.strip())
+    return re.sub(r"\.\s+(?=[A-Z`])", "; ", text).rstrip(".") or type(error).__name__
 
 
 def _image_only_processor(path: str, error: Exception) -> ProcessorMixin:
@@ -163,14 +207,39 @@ def load_model(
     check_self_attention(config)
     processor = load_processor(source)
     family = family_for(config, processor)
-    model = AutoModelForImageTextToText.from_pretrained(
-        source, dtype=DTYPES[dtype], attn_implementation=attn_implementation, **_hub_kwargs()
-    )
+    if Path(source).is_dir():
+        check_weights(Path(source), _meta_model(config))
+    model = _load_weights(source, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
     if device is not None:
-        model = model.to(device)  # type: ignore[arg-type]  # transformers types `to` through a decorator
+        model = model.to(device)
     model.eval().requires_grad_(False)
     family.check_model(model)
     return LoadedModel(model=model, processor=processor, family=family, fingerprint=model_fingerprint(model))
+
+
+def _meta_model(config: PretrainedConfig) -> nn.Module:
+    """The architecture config.json describes, without memory: for shapes only."""
+    with torch.device("meta"):
+        return AutoModelForImageTextToText.from_config(config, attn_implementation="sdpa")
+
+
+def _load_weights(source: str, **kwargs: Any) -> nn.Module:
+    """from_pretrained from safetensors only; any key it would leave randomly initialised or drop is an error."""
+    try:
+        loaded: Any = AutoModelForImageTextToText.from_pretrained(
+            source, use_safetensors=True, output_loading_info=True, **kwargs, **_hub_kwargs()
+        )
+        model, info = loaded  # (model, loading info) when output_loading_info is set
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise ModelError(f"Cannot load the weights of {source}: {_one_line(error)[:300]}") from None
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(map(str, info.get(kind) or []))
+        if keys:
+            raise ModelError(
+                f"The weights of {source} do not fit its config.json ({kind.replace('_', ' ')}: "
+                f"{', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})."
+            )
+    return model
 
 
 def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[str, Any]:
@@ -193,8 +262,8 @@ def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[
     else:
         processor_report = type(processor).__name__
     family = family_for(config, processor)
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config, attn_implementation="sdpa")
+    model = _meta_model(config)
+    weights = check_weights(Path(source), model) if Path(source).is_dir() else None
     lm = find_language_model(model)
     shape = lm.shape
     method = build_method("hificl", model, {"n_tokens": n_tokens, "rank": min(rank, shape.head_dim)}, seed=0)
@@ -223,4 +292,5 @@ def describe_model(name_or_path: str, n_tokens: int = 8, rank: int = 8) -> dict[
         "hificl": {"n_tokens": n_tokens, "rank": r},
         "hificl_params_formula": shape.num_layers * shape.num_heads * 2 * (n_tokens * r + r * shape.head_dim),
         "hificl_params_method": method.num_trainable(),
+        "weights": weights,
     }

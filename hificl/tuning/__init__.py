@@ -19,6 +19,7 @@ from hificl.tuning.report import write_outputs
 from hificl.tuning.settings import load_tune_config
 from hificl.tuning.storage import open_storage
 from hificl.tuning.worker import Objective, WorkerJob, run_worker, top_up
+from hificl.validation import check_models
 
 __all__ = ["tune"]
 
@@ -39,6 +40,8 @@ def tune(
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}.")
     config = load_tune_config(config_path, overrides, storage=storage, n_trials=n_trials)
+    if objective_fn is None:  # the trials train: the model must be there before the study starts
+        check_models({str(config.experiment.get("model", "base-model"))})
     settings = config.study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(

@@ -5,16 +5,19 @@ One typed file so a bad value fails before any worker starts, with a sentence na
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 
-from hificl.config import apply_overrides, from_dict, read_yaml
+from hificl.config import apply_overrides, deep_merge, expand_path, from_dict, read_yaml
 from hificl.data.tasks import task_spec
 from hificl.errors import ConfigError
 
+STUDY_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
 PRUNERS = {"median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
 
@@ -58,19 +61,52 @@ def load_tune_config(
         study.storage = storage
     if n_trials is not None:
         study.n_trials = n_trials
-    study.storage = study.storage.replace("{study}", study.name)
-    study.output_dir = study.output_dir.replace("{study}", study.name)
+    if not STUDY_NAME.fullmatch(study.name):
+        raise ConfigError(
+            f"tune.study.name {study.name!r} must be a plain file name (letters, digits, '.', '_', '+', '-', not "
+            "starting with '.'): it names the study's database and output directory."
+        )
+    study.storage = _expand_storage(study.storage.replace("{study}", study.name))
+    study.output_dir = expand_path(study.output_dir.replace("{study}", study.name))
     if study.metric is None:
         task = config.experiment.get("data", {}).get("task", "syn-vqa")
         study.metric = "cider" if task_spec(task).metric == "caption" else "accuracy"
     _check(config)
+    _check_experiment(config)
     return config
+
+
+def _expand_storage(spec: str) -> str:
+    """`~` in a journal path or a SQLite file path means the home directory, as in every other path option."""
+    for prefix in ("journal:", "sqlite:///"):
+        if spec.startswith(prefix + "~"):
+            return prefix + expand_path(spec[len(prefix) :])
+    return spec
+
+
+def _check_experiment(config: TuneConfig) -> None:
+    """The experiment every trial runs, at the corners of the search space: a bad key or range fails now,
+    not as N failed trials."""
+    from hificl.experiment import experiment_config  # imports torch and Lightning
+
+    search = config.search
+    for n_tokens, rank in ((min(search.n_tokens), min(search.rank)), (max(search.n_tokens), max(search.rank))):
+        params: dict[str, Any] = {"n_tokens": n_tokens, "rank": rank}
+        if search.lr is not None:
+            params["lr"] = search.lr["low"]
+        values = deep_merge(config.experiment, experiment_values(params))
+        experiment_config(values)
+        experiment_config(deep_merge(values, config.final))
 
 
 def _check(config: TuneConfig) -> None:
     study, search = config.study, config.search
     if study.direction not in ("maximize", "minimize"):
         raise ConfigError(f"tune.study.direction must be maximize or minimize, got {study.direction!r}.")
+    if not study.storage.startswith("journal:") and "://" not in study.storage:
+        raise ConfigError(
+            f"Storage {study.storage!r} must be a database URL (sqlite:///x.db, postgresql://..) or journal:PATH."
+        )
     if study.n_trials < 1:
         raise ConfigError(f"tune.study.n_trials must be >= 1, got {study.n_trials}.")
     for name in ("n_tokens", "rank"):
@@ -83,7 +119,10 @@ def _check(config: TuneConfig) -> None:
             raise ConfigError(f"tune.search.lr must be {{low: float, high: float}} or null, got {search.lr!r}.")
         if not 0 < low < high:
             raise ConfigError(f"tune.search.lr needs 0 < low < high, got low={low}, high={high}.")
-    build_sampler(study.sampler, worker=0)
+    seed = study.sampler.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"tune.study.sampler.seed must be a non-negative integer or null, got {seed!r}.")
+    build_sampler(study.sampler, trial_number=0)
     build_pruner(study.pruner)
 
 
@@ -98,11 +137,17 @@ def _build(kind: str, table: Mapping[str, type], options: dict[str, Any]) -> Any
         raise ConfigError(f"tune.study.{kind} options {options} are invalid for {name}: {err}") from err
 
 
-def build_sampler(options: dict[str, Any], worker: int) -> optuna.samplers.BaseSampler:
-    """Worker k samples with seed + k: equal seeds would make parallel workers propose the same points."""
+def build_sampler(options: dict[str, Any], trial_number: int) -> optuna.samplers.BaseSampler:
+    """The sampler for trial `trial_number`, seeded from (seed, trial number).
+
+    Seeding per trial, not per process, is what makes a search continue rather than repeat: a resumed study
+    (after a kill, or a second `hificl tune`) samples its next trials with seeds it has not used yet, while
+    trial k gets the point an uninterrupted run would have given it (same seed, same finished history).
+    Parallel workers never share a seed either, since they never run the same trial number."""
     options = dict(options)
     if options.get("seed") is not None:
-        options["seed"] = int(options["seed"]) + worker
+        sequence = np.random.SeedSequence([int(options["seed"]), trial_number])
+        options["seed"] = int(sequence.generate_state(1)[0])
     return _build("sampler", SAMPLERS, options)
 
 

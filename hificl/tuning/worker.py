@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +33,10 @@ from hificl.tuning.storage import claim_lock, open_storage
 Objective = Callable[[optuna.Trial, dict[str, Any], str], float]
 
 _LOG = logging.getLogger(__name__)
+#: Trial system attributes: which process runs it, when it last said so; user attribute of a retry slot.
+OWNER, HEARTBEAT, RETRY_OF = "hificl_worker", "hificl_heartbeat", "retry_of"
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 10 * HEARTBEAT_S  # another host's worker is declared dead after this long without a beat
 
 
 @dataclass
@@ -49,29 +56,113 @@ class WorkerJob:
 
 
 def top_up(study: optuna.Study, n_trials: int) -> int:
-    """Add WAITING slots until the study holds `n_trials` trials in any state; returns how many were added."""
-    missing = n_trials - len(study.get_trials(deepcopy=False))
+    """Add WAITING slots until the study holds `n_trials` trials in any state, not counting the retries of dead
+    workers' trials (they return a slot, they do not use one); returns how many were added."""
+    missing = n_trials - len(_budget_numbers(study.get_trials(deepcopy=False)))
     for _ in range(max(0, missing)):
         study.enqueue_trial({})
     return max(0, missing)
 
 
-def claim(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int) -> optuna.Trial | None:
-    """Move the lowest free slot below `n_trials` to RUNNING; None when no slot is left.
+def _budget_numbers(trials: list[optuna.trial.FrozenTrial]) -> list[int]:
+    """Numbers of the trials that count against the budget (every trial but retry slots), in order."""
+    return sorted(t.number for t in trials if RETRY_OF not in t.user_attrs)
+
+
+def claim(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int, sampler: dict[str, Any] | None = None
+) -> optuna.Trial | None:
+    """Move a free slot to RUNNING (retries of dead workers' trials first, then the lowest number below
+    `n_trials`), mark it as this worker's and seed the sampler for it; None when no slot is left.
 
     Slots numbered >= n_trials (two launchers topping up one new study at once) stay WAITING, unused.
     """
     study_id = storage.get_study_id_from_name(study.study_name)
-    for slot in sorted(storage.get_all_trials(study_id, states=(TrialState.WAITING,)), key=lambda t: t.number):
-        if slot.number >= n_trials:
-            break
+    everything = storage.get_all_trials(study_id, deepcopy=False)
+    in_budget = set(_budget_numbers(everything)[:n_trials])
+    waiting = [t for t in everything if t.state == TrialState.WAITING]
+    for slot in sorted(waiting, key=lambda t: (RETRY_OF not in t.user_attrs, t.number)):
+        if slot.number not in in_budget and RETRY_OF not in slot.user_attrs:
+            continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, slot.number)
+        owner: dict[str, str | int] = {"host": socket.gethostname(), "pid": os.getpid()}
         try:
+            # the owner goes on the slot before the claim, so a kill right after the claim leaves it named
+            storage.set_trial_system_attr(trial_id, OWNER, owner)
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                storage.set_trial_system_attr(trial_id, OWNER, owner)  # a losing claimant may have written its own
+                storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+                if sampler is not None:  # before Trial(): its constructor already asks the sampler
+                    study.sampler = build_sampler(sampler, slot.user_attrs.get(RETRY_OF, slot.number))
+                # the study's storage cache learns of a trial claimed behind its back only by reading the list
+                # (TPE reads it when sampling; RandomSampler never does, and set_trial_param would fail)
+                study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 return optuna.Trial(study, trial_id)
         except UpdateFinishedTrialError:
             continue
     return None
+
+
+def _is_stale(trial: optuna.trial.FrozenTrial, now: float) -> bool:
+    """A RUNNING trial whose worker is gone: a dead pid on this host, or no heartbeat for STALE_AFTER_S."""
+    owner = trial.system_attrs.get(OWNER)
+    if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, TypeError, ValueError):
+            pass
+    beat = trial.system_attrs.get(HEARTBEAT)
+    if not isinstance(beat, int | float):
+        beat = trial.datetime_start.timestamp() if trial.datetime_start else now
+    return now - beat > STALE_AFTER_S
+
+
+def reap_stale(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
+    """Fail the RUNNING trials of dead workers and give each slot back as a WAITING retry of the same point
+    (its params fixed, so the study runs exactly the points an uninterrupted run would). Returns how many."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    now, reaped = time.time(), 0
+    everything = storage.get_all_trials(study_id, deepcopy=False)
+    retried = {t.user_attrs[RETRY_OF] for t in everything if RETRY_OF in t.user_attrs}
+    for trial in everything:
+        if trial.state != TrialState.RUNNING or not _is_stale(trial, now):
+            continue
+        # the retry first, then the FAIL: a reaper killed in between leaves a retry (found above next time)
+        # and a still-RUNNING trial, never a failed trial whose slot was not given back
+        if trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "error", "its worker died (killed or lost) while running it")
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # another worker reaped it first
+        reaped += 1
+    return reaped
+
+
+class Heartbeat:
+    """Writes the trial's heartbeat every HEARTBEAT_S seconds from a daemon thread while the trial runs."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(storage, trial_id), daemon=True)
+
+    def _beat(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+            except Exception:  # a finished trial or a storage hiccup: the next beat or the reaper decides
+                _LOG.debug("heartbeat of trial %d not written", trial_id, exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_worker(job: WorkerJob) -> int:
@@ -81,17 +172,19 @@ def run_worker(job: WorkerJob) -> int:
     study = optuna.load_study(
         study_name=job.study_name,
         storage=storage,
-        sampler=build_sampler(job.sampler, job.worker),
+        sampler=build_sampler(job.sampler, 0),
         pruner=build_pruner(job.pruner),
     )
     objective = job.objective or _experiment_objective()
     ran = 0
     while True:
         with claim_lock(job.storage):
-            trial = claim(study, storage, job.n_trials)
+            reap_stale(study, storage)
+            trial = claim(study, storage, job.n_trials, job.sampler)
         if trial is None:
             return ran
-        run_trial(study, trial, job, objective)
+        with Heartbeat(storage, trial._trial_id):
+            run_trial(study, trial, job, objective)
         ran += 1
 
 
