@@ -458,6 +458,31 @@ def test_lora_disabled_is_the_frozen_model() -> None:
     assert torch.equal(off, bare) and (on - bare).abs().max().item() > 1e-4
 
 
+def test_lora_dropout_is_active_in_training_and_off_in_eval_while_the_model_stays_frozen() -> None:
+    """The papers' LoRA dropout (0.05) lives inside the frozen model, which the LightningModule keeps in eval mode;
+    it must still follow the trainer's mode, or the baseline trains without it."""
+    from hificl.data.tasks import task_spec
+    from hificl.lightning.module import ICLApproxModule, TrainConfig
+
+    model = llava_qwen2()
+    method = build_method("lora", model, {"rank": 4, "alpha": 8.0, "dropout": 0.5}, seed=0)
+    method.attach(model)
+    with torch.no_grad():
+        next(p for k, p in method.lora.items() if k.endswith("v_proj__lora_B")).normal_(0, 0.5)
+    module = ICLApproxModule(model, None, method, task_spec("syn-vqa"), TrainConfig())
+    batch = _train_batch()
+    module.train()
+    assert not model.training and not any(m.training for n, m in model.named_modules() if n.endswith("mlp"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        first, second = (model(**batch.student.inputs).logits for _ in range(2))
+    assert (first - second).abs().max().item() > 1e-4  # a fresh dropout mask each forward
+    module.eval()
+    with torch.no_grad():
+        first, second = (model(**batch.student.inputs).logits for _ in range(2))
+    assert torch.equal(first, second)
+
+
 @pytest.mark.parametrize(
     ("values", "word"),
     [({"rank": 0}, "rank=0"), ({"dropout": 1.0}, "dropout=1.0"), ({"targets": []}, "non-empty"),
