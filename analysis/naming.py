@@ -14,6 +14,7 @@ METHOD_LABELS: dict[str, str] = {
     "live": "LIVE",
     "mimic": "MimIC",
     "mimic-vector": "MimIC (learnable vector)",
+    "mimic-linear": "MimIC (linear layer)",
     "mimic-shared-head": "MimIC (head-sharing μ)",
     "mimic-shared-query": "MimIC (query-sharing μ)",
     "mimic-after-sa": "MimIC (align after SA)",

@@ -27,6 +27,9 @@ Three routes compute them, with the same numbers (tests hold them to 1e-5):
 - everything else (training, eager, flash, CUDA): ONE call of the model's kernel over [K_D; K] for the joint
   form; the unscaled form adds a second call, SA over the real keys alone, and takes beta V_D from the first
   call with the real values set to zero.
+A query-dependent virtual value v + q W (`value_map`, one token: MimIC's Tab. 8 "linear layer") adds beta(q) q W:
+the fused route has beta in hand; the concatenating route reads it off one more kernel call; decoding of the
+joint form takes the fused route instead of its single sdpa call. Without a value_map nothing changes.
 
 Kernel arguments, each either honoured or refused (KernelArgumentError), never dropped:
 - scaling, dropout, is_causal: applied to real and virtual logits alike;
@@ -59,6 +62,7 @@ import copy
 import dataclasses
 import functools
 import sys
+import typing
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -106,16 +110,23 @@ class VirtualTokens:
     keys, values: (heads, n, head_dim) or (batch, heads, n, head_dim), where heads is the number of QUERY heads
     (the paper's per-head tokens) or of key/value heads (`per_kv_head=True`, cheaper under GQA).
     logit_bias: optional (heads, n) additive bias on the virtual tokens' attention logits.
+    value_map: optional (heads, head_dim, head_dim) W making the value query-dependent, v + q W (n = 1 only:
+    MimIC's Tab. 8 "linear layer" h(q)); the output gains beta(q) q W, so the routes that add it need beta.
     frozen: the producer promises the tensors will not change, so layouts derived from them are memoised.
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     logit_bias: torch.Tensor | None = None
+    value_map: torch.Tensor | None = None
     form: OutputForm = "joint"
     per_kv_head: bool = False
     frozen: bool = False
     _derived: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.value_map is not None and self.keys.shape[-2] != 1:
+            raise ValueError(f"A value_map needs exactly one virtual token; got {self.keys.shape[-2]}.")
 
 
 TokenSource = Callable[[nn.Module], VirtualTokens | None]
@@ -356,7 +367,7 @@ def _fused_inference(
     if causal and key.shape[2] > q_len:  # unfilled static-cache slots, cropped as transformers' sdpa does
         key, value = key[:, :, :q_len], value[:, :, :q_len]
     additive = None if mask is None else _float_mask(mask, query.dtype)
-    if q_len == 1 and (mask is None or mask.shape[1] == 1):
+    if q_len == 1 and (mask is None or mask.shape[1] == 1) and tokens.value_map is None:
         # decoding: a KV group's query heads become the rows of one head, so each KV head is read once
         grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
         out, lse = _CPU_FLASH(grouped, key, value, 0.0, False, attn_mask=additive, scale=scaling)[:2]
@@ -372,15 +383,24 @@ def _fused_inference(
     if logits.dtype != lse.dtype:  # the merge runs in float32, like the kernel's log-sum-exp
         logits = logits.to(lse.dtype)
     weights = torch.softmax(torch.cat([logits, lse], 1), 1).to(query.dtype).transpose(1, 2)  # (rows, q_len, n+1)
-    if q_len == 1 and tokens.form == "unscaled":  # out holds one row per (batch, query head) either way
+    if q_len == 1 and tokens.form == "unscaled" and tokens.value_map is None:  # one row per (batch, query head)
         return torch.baddbmm(out.reshape(rows, 1, dim), weights, plan.values_zero_row).view(batch, 1, heads, dim)
     out = out.view(batch, heads, q_len, dim)  # the kernel writes (batch, q_len, heads, dim): merge in place there
     beta_vd = torch.bmm(weights, plan.values_zero_row).view(batch, heads, q_len, dim)
+    if tokens.value_map is not None:  # beta (q W): the query-dependent part of the one virtual token's value
+        beta = weights[..., :1].reshape(batch, heads, q_len, 1)
+        beta_vd.addcmul_(beta, _mapped_query(query, tokens.value_map))
     if tokens.form == "joint":
         torch.addcmul(beta_vd, weights[..., -1:].reshape(batch, heads, q_len, 1), out, out=out)
     else:
         out.add_(beta_vd)
     return out.transpose(1, 2).contiguous()  # free: already laid out as the layer expects
+
+
+def _mapped_query(query: torch.Tensor, value_map: torch.Tensor) -> torch.Tensor:
+    """q W per query head: (batch, heads, q_len, d) x (heads or KV heads, d, d) -> (batch, heads, q_len, d)."""
+    w = value_map.to(dtype=query.dtype, device=query.device)
+    return torch.matmul(query, w.repeat_interleave(query.shape[1] // w.shape[0], dim=0))
 
 
 # --- concatenating route: the model's kernel over [K_D; K] ------------------------------------------------------
@@ -463,6 +483,7 @@ def virtual_kv_attention(
             if (
                 query.shape[2] == 1
                 and tokens.form == "joint"
+                and tokens.value_map is None
                 and (attention_mask is None or attention_mask.shape[1] == 1)
             ):
                 layout = _decode_layout(tokens, query, key.shape[1])
@@ -487,12 +508,44 @@ def virtual_kv_attention(
         virtual_mask = _prepend_to_mask(real_mask, n, bias, key.shape[2])
 
     all_keys = torch.cat([vk, key], 2)
+    if tokens.value_map is not None:
+        return _with_value_map(base, view, query, key, value, all_keys, vv, (real_mask, virtual_mask), tokens, kwargs)
     if tokens.form == "joint":
         return base(view, query, all_keys, torch.cat([vv, value], 2), virtual_mask, **kwargs)
     # "unscaled": SA over the real keys, plus beta V_D read off the joint softmax with the real values zeroed.
     sa, _ = base(view, query, key, value, real_mask, **kwargs)
     virtual, weights = base(view, query, all_keys, torch.cat([vv, torch.zeros_like(value)], 2), virtual_mask, **kwargs)
     return sa + virtual, weights
+
+
+def _with_value_map(
+    base: Callable[..., tuple[torch.Tensor, Any]],
+    view: _ModuleView,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    all_keys: torch.Tensor,
+    vv: torch.Tensor,
+    masks: tuple[torch.Tensor | None, torch.Tensor | None],
+    tokens: VirtualTokens,
+    kwargs: dict[str, Any],
+) -> tuple[torch.Tensor, Any]:
+    """The form with the query-dependent virtual value v + q W: the vector form's calls, plus beta (q W) with
+    beta read off one more call of the model's kernel over [K_D; K] with values [1; 0] (so masks, soft-capping
+    and sliding windows reach beta exactly as they reach the rest). Correctness over speed: this variant
+    (MimIC's Tab. 8 "linear layer") pays one extra kernel call; with attention dropout > 0 that call draws its
+    own dropout mask."""
+    (real_mask, virtual_mask), value_map = masks, typing.cast(torch.Tensor, tokens.value_map)
+    zeros = torch.zeros_like(value)
+    if tokens.form == "joint":
+        out, weights = base(view, query, all_keys, torch.cat([vv, value], 2), virtual_mask, **kwargs)
+    else:
+        sa, _ = base(view, query, key, value, real_mask, **kwargs)
+        virtual, weights = base(view, query, all_keys, torch.cat([vv, zeros], 2), virtual_mask, **kwargs)
+        out = sa + virtual
+    beta, _ = base(view, query, all_keys, torch.cat([torch.ones_like(vv), zeros], 2), virtual_mask, **kwargs)
+    mapped = _mapped_query(query, value_map).transpose(1, 2)  # the kernels' (batch, q_len, heads, d)
+    return out + beta[..., :1] * mapped, weights
 
 
 def _register() -> None:

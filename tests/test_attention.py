@@ -202,6 +202,49 @@ def test_decode_step_routes_equal_the_concatenating_path(
             assert (fused - reference.detach()).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("form", ["joint", "unscaled"])
+@pytest.mark.parametrize("per_kv_head", [True, False])
+@pytest.mark.parametrize("q_len", [6, 1])
+@pytest.mark.parametrize("masked", [True, False])
+def test_value_map_adds_beta_q_w_on_every_route(form: str, per_kv_head: bool, q_len: int, masked: bool) -> None:
+    """A query-dependent virtual value v + q W (MimIC's Tab. 8 "linear layer"): alpha SA + beta (v + q W) or
+    SA + beta (v + q W), from the concatenating route (autograd on), the fused route and decoding (autograd
+    off), with GQA, padding and a logit bias."""
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 4, q_len, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 6, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    heads = 2 if per_kv_head else 4
+    kd, vd = torch.randn(heads, 1, 8, generator=g), torch.randn(heads, 1, 8, generator=g)
+    bias, w = torch.randn(heads, 1, generator=g), torch.randn(heads, 8, 8, generator=g) * 0.5
+    tokens = VirtualTokens(kd, vd, logit_bias=bias, value_map=w, form=form, per_kv_head=per_kv_head)
+    visible = torch.ones(6, 6, dtype=torch.bool).tril()[None, None, 6 - q_len :].repeat(2, 1, 1, 1)
+    if masked:
+        visible[1, ..., :2] = False  # left padding of the second row
+    mask = visible if masked else None
+    expand = 4 // heads
+    kd_, vd_, b_, w_ = (x.double().repeat_interleave(expand, 0) for x in (kd, vd, bias, w))
+    k_, v_ = (x.repeat_interleave(2, 1) for x in (k, v))
+    _, sa, _ = _reference(q, k_, v_, kd_, vd_, visible, b_)
+    s_virt = (q @ kd_.transpose(-1, -2)) / math.sqrt(8) + b_[None, :, None, :]
+    z2 = (torch.exp(q @ k_.transpose(-1, -2) / math.sqrt(8)) * visible).sum(-1, keepdim=True)
+    beta = torch.exp(s_virt) / (torch.exp(s_virt) + z2)
+    value = vd_[None] + torch.einsum("bhtd,hde->bhte", q, w_)
+    expected = ((1 - beta) * sa if form == "joint" else sa) + beta * value
+    expected = expected.transpose(1, 2).float()
+    keep = torch.ones_like(expected, dtype=torch.bool)
+    if masked and q_len > 1:
+        keep[1, :2] = False  # padded queries see no real key: SA is undefined there
+    module = _Head(2, tokens)
+    q, k, v = q.float(), k.float(), v.float()
+    concatenated, _ = virtual_kv_attention("sdpa", module, q, k, v, mask, scaling=8**-0.5)
+    with torch.no_grad():
+        fused, _ = virtual_kv_attention("sdpa", module, q, k, v, mask, scaling=8**-0.5)
+    assert (concatenated.detach() - expected)[keep].abs().max().item() < 1e-5
+    assert (fused - expected)[keep].abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="exactly one virtual token; got 3"):
+        VirtualTokens(torch.zeros(4, 3, 8), torch.zeros(4, 3, 8), value_map=torch.zeros(4, 8, 8))
+
+
 def test_tokens_are_materialised_once_at_inference_and_refreshed_when_parameters_change() -> None:
     model = llava_qwen2()
     method = build_method("hificl", model, {"n_tokens": 2, "rank": 2}, seed=0)

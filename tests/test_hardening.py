@@ -213,7 +213,7 @@ def test_check_verifies_weight_headers_against_the_config(
 ) -> None:
     assert main(["check", "--model", str(tiny_world / "model")]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["model"]["weights"] == {"files": ["model.safetensors"], "tensors": 53, "parameters": 61888}
+    assert report["model"]["weights"] == {"files": ["model.safetensors"], "tensors": 53, "parameters": 62304}
     model = tmp_path / "model"
     shutil.copytree(tiny_world / "model", model)
     truncate(model)

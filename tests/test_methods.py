@@ -22,6 +22,7 @@ from tests.models import IMAGE_SIZE, image_prompt, llava_qwen2
 
 TRAINED = {
     "mimic": ({"form": "unscaled"}, 5e-2),
+    "mimic-linear": ({"form": "joint", "shift": "linear"}, 5e-2),
     "live": ({}, 5e-2),
     "lora": ({"rank": 4, "alpha": 8.0, "dropout": 0.0}, 1e-2),
     "hificl": ({"n_tokens": 4, "rank": 4}, 5e-2),
@@ -107,6 +108,83 @@ def test_mimic_rejects_unknown_form() -> None:
         MimIC(MimICConfig(align_to="residual"), shape)
     with pytest.raises(ConfigError, match="form='unscaled' only"):
         MimIC(MimICConfig(mu="shared-query", form="joint"), shape)
+    with pytest.raises(ConfigError, match="shift='matrix'"):
+        MimIC(MimICConfig(shift="matrix"), shape)
+    with pytest.raises(ConfigError, match="shift='vector' only"):
+        MimIC(MimICConfig(mu="shared-query", shift="linear"), shape)
+
+
+# ---------------------------------------------------------------- Tab. 8 "linear layer": (1 - mu) SA + mu h(q)
+
+
+def _linear_direct(q, k, v, allowed, w, b, weight_map, shift, scaling):
+    """(1 - mu) SA + mu h(q), h(q) = q W + v per head, from q, K, V by hand (K, V already one head per query head).
+    Masked logits are -1e9, not -inf, so a padded row (no key) stays finite and its zero cotangent no NaN."""
+    scores = (q @ k.transpose(-1, -2) * scaling).masked_fill(~allowed, -1e9)
+    sa = scores.softmax(-1) @ v
+    z2 = scores.exp().sum(-1, keepdim=True)
+    f = torch.einsum("bhtd,hd->bht", q, w)[..., None] + b[None, :, None, None]
+    mu = f.exp() / (f.exp() + z2)
+    h = torch.einsum("bhtd,hde->bhte", q, weight_map) + shift[None, :, None, :]
+    return ((1 - mu) * sa + mu * h).transpose(1, 2)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+@pytest.mark.parametrize("q_len", [6, 1], ids=["prefill", "decode"])
+def test_mimic_linear_equals_one_minus_mu_sa_plus_mu_h_of_q(kernel: str, grad: bool, q_len: int) -> None:
+    """Every route (fused CPU inference, decoding, concatenating under autograd) against the formula, with
+    grouped-query heads, causal + padding masks, and gradients equal to the formula's."""
+    heads, kv_heads, t, d = 4, 2, 6, 8
+    shape = AttentionShape(num_layers=1, num_heads=heads, num_kv_heads=kv_heads, head_dim=d, hidden_size=heads * d)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, heads, q_len, d, generator=g)
+    k, v = (torch.randn(2, kv_heads, t, d, generator=g) for _ in range(2))
+    pad = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)  # row 0 left-padded by 2
+    causal = torch.ones(t, t, dtype=torch.bool).tril()[t - q_len :]
+    allowed = (causal[None] & pad[:, None, :])[:, None]  # (B, 1, q_len, T)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.scaling = heads // kv_heads, True, d**-0.5
+    module.__dict__["_virtual_kv_config"] = None
+    method = MimIC(MimICConfig(form="joint", shift="linear"), shape)
+    with torch.no_grad():  # trained-looking values
+        method.f_weight.normal_(generator=g).mul_(0.3)
+        method.f_bias.normal_(generator=g)
+        method.shift.normal_(generator=g)
+        method.shift_map.normal_(generator=g).mul_(0.5)
+    module.__dict__["_virtual_kv"] = lambda m: method.layer_tokens(0, m)
+    with torch.set_grad_enabled(grad):
+        out, _ = virtual_kv_attention(kernel, module, q, k, v, allowed, scaling=module.scaling)
+    params = (method.f_weight[0], method.f_bias[0], method.shift_map[0], method.shift[0])
+    k, v = (x.repeat_interleave(heads // kv_heads, dim=1) for x in (k, v))
+    expected = _linear_direct(q, k, v, allowed, *params, d**-0.5)
+    real = pad[:, -q_len:, None, None].expand_as(expected)  # padded queries see no real key: SA is undefined there
+    assert (out - expected.detach())[real].abs().max().item() < 1e-5
+    vector = _linear_direct(q, k, v, allowed, params[0], params[1], torch.zeros_like(params[2]), params[3], d**-0.5)
+    assert (out - vector.detach())[real].abs().max().item() > 1e-2  # h(q) really depends on q
+    if grad:
+        cotangent = torch.randn(expected.shape, generator=g) * real
+        trained = [method.f_weight, method.f_bias, method.shift_map, method.shift]
+        got = torch.autograd.grad(out, trained, cotangent)
+        want = torch.autograd.grad(expected, trained, cotangent)
+        for a, b in zip(got, want, strict=True):
+            assert (a - b).abs().max().item() < 1e-5
+            assert b.abs().max().item() > 1e-3
+
+
+def test_mimic_linear_counts_h_per_head_and_is_the_preset() -> None:
+    """Idefics2-8B's shape (32 layers x 32 heads, head_dim 128): v (h's bias) + W + f's weight and bias per head,
+    32 x 32 x (128 + 128^2 + 128 + 1) = 17,040,384, against MimIC's 263,168."""
+    assert resolve_preset("mimic-linear")["config"] == {
+        "teacher_shots": 8, "ce_weight": 0.5, "align_weight": 1.0, "form": "joint", "mu": "per-head",
+        "shift": "linear", "align_to": "ffn",
+    }  # fmt: skip
+    shape = AttentionShape(num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128, hidden_size=4096)
+    with torch.device("meta"):
+        linear = MimIC(make_config("mimic", resolve_preset("mimic-linear")["config"]), shape)
+        vector = MimIC(make_config("mimic", resolve_preset("mimic-vector")["config"]), shape)
+    assert linear.num_trainable() == 32 * 32 * (128 + 128 * 128 + 128 + 1) == 17_040_384
+    assert vector.num_trainable() == 263_168
 
 
 # ---------------------------------------------------------------- a hand-built student/teacher batch
@@ -165,7 +243,7 @@ def _attached(name: str):
     model = llava_qwen2()
     for p in model.parameters():
         p.requires_grad_(False)
-    method = build_method(name, model, TRAINED[name][0], seed=0)
+    method = build_method(name.partition("-")[0], model, TRAINED[name][0], seed=0)  # "mimic-linear": a MimIC
     method.attach(model)
     return model, method
 
@@ -458,6 +536,31 @@ def test_lora_disabled_is_the_frozen_model() -> None:
     assert torch.equal(off, bare) and (on - bare).abs().max().item() > 1e-4
 
 
+def test_lora_dropout_is_active_in_training_and_off_in_eval_while_the_model_stays_frozen() -> None:
+    """The papers' LoRA dropout (0.05) lives inside the frozen model, which the LightningModule keeps in eval mode;
+    it must still follow the trainer's mode, or the baseline trains without it."""
+    from hificl.data.tasks import task_spec
+    from hificl.lightning.module import ICLApproxModule, TrainConfig
+
+    model = llava_qwen2()
+    method = build_method("lora", model, {"rank": 4, "alpha": 8.0, "dropout": 0.5}, seed=0)
+    method.attach(model)
+    with torch.no_grad():
+        next(p for k, p in method.lora.items() if k.endswith("v_proj__lora_B")).normal_(0, 0.5)
+    module = ICLApproxModule(model, None, method, task_spec("syn-vqa"), TrainConfig())
+    batch = _train_batch()
+    module.train()
+    assert not model.training and not any(m.training for n, m in model.named_modules() if n.endswith("mlp"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        first, second = (model(**batch.student.inputs).logits for _ in range(2))
+    assert (first - second).abs().max().item() > 1e-4  # a fresh dropout mask each forward
+    module.eval()
+    with torch.no_grad():
+        first, second = (model(**batch.student.inputs).logits for _ in range(2))
+    assert torch.equal(first, second)
+
+
 @pytest.mark.parametrize(
     ("values", "word"),
     [({"rank": 0}, "rank=0"), ({"dropout": 1.0}, "dropout=1.0"), ({"targets": []}, "non-empty"),
@@ -476,7 +579,7 @@ def test_lora_bad_settings_are_named(values: dict, word: str) -> None:
 def test_presets_build_and_carry_paper_defaults() -> None:
     assert set(PRESETS) == {
         "zero-shot", "icl", "hificl", "hificl+teacher", "hificl-full-k", "hificl-full-v", "hificl-alpha1",
-        "mimic", "mimic-vector", "mimic-shared-head", "mimic-shared-query", "mimic-after-sa", "live",
+        "mimic", "mimic-vector", "mimic-linear", "mimic-shared-head", "mimic-shared-query", "mimic-after-sa", "live",
         "lora", "lora-lm", "lora-o1",
     }  # fmt: skip
     assert resolve_preset("icl")["shots"] == 8 and resolve_preset("icl")["method"] is None

@@ -135,6 +135,6 @@ def test_an_older_export_is_upgraded_in_place(tmp_path: Path) -> None:
     del manifest["n_dev_images"]
     (old / "hificl_dataset.json").write_text(json.dumps(manifest))
     upgrade_export(old)
-    assert json.loads((old / "hificl_dataset.json").read_text())["version"] == VERSION == 3
+    assert json.loads((old / "hificl_dataset.json").read_text())["version"] == VERSION == 4
     assert load_task("vqav2", old, "dev")
     assert (old / "vqav2" / "v2_mscoco_val2014_annotations.json").read_text() == before

@@ -31,7 +31,8 @@ from hificl.metrics.okvqa import stem_answer
 MANIFEST = "hificl_dataset.json"
 #: 2: syn-OKVQA answers stored stemmed beside raw_answer, as the OK-VQA release does.
 #: 3: a "dev" split of its own images (VQA files only): the syn-VQA / syn-OKVQA validation set for model selection.
-VERSION = 3
+#: 4: the world of issue 14 (overlapping colours, octagons, ambiguous knowledge questions, one caption convention).
+VERSION = 4
 SPLITS = ("train", "val", "dev")
 _SPLIT_CODE = {"train": 1, "val": 2, "dev": 3}
 _IMAGE_ID_BASE = {"train": 100_000, "val": 500_000, "dev": 900_000}

@@ -30,7 +30,7 @@ def plot_benchmark(path: Path, n: int = 6, seed: int = 0) -> Path:
         lines.append(f'"{caption}"')
         text = "\n".join(_wrap(line, 48) for line in lines)
         ax.text(0, -0.03, text, transform=ax.transAxes, va="top", ha="left", fontsize=7)
-    fig.suptitle("syn-VQA (ambiguous questions, fixed binding), syn-OKVQA, syn-Caption", fontsize=10)
+    fig.suptitle("syn-VQA, syn-OKVQA (ambiguous questions, fixed bindings), syn-Caption (one convention)", fontsize=10)
     fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.18, hspace=0.75, wspace=0.08)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -142,6 +142,8 @@ class ICLApproxModule(L.LightningModule):
     def train(self, mode: bool = True) -> ICLApproxModule:
         super().train(mode)
         self.model.eval()  # the frozen LMM never runs in training mode (no dropout, frozen norms)
+        if self.method is not None:  # ... but a method's own modules inside it (LoRA's dropout) follow the trainer
+            self.method.train(mode)
         return self
 
     # --- training -------------------------------------------------------------------------------------

@@ -153,6 +153,14 @@ class LoRA(Method):
             param.requires_grad_(self._requires_grad.get(name, param.requires_grad))
         self._wrapped, self._requires_grad = {}, {}
 
+    def train(self, mode: bool = True) -> LoRA:
+        """The adapters' dropout (the papers' 0.05) sits in the injected layers, inside the frozen model that the
+        trainer keeps in eval mode: it follows the method's mode instead, as in the papers' LoRA runs."""
+        super().train(mode)
+        for wrapped in self._wrapped.values():
+            wrapped.lora_dropout.train(mode)
+        return self
+
     @contextmanager
     def disabled(self) -> Iterator[None]:
         if not self._models:

@@ -7,6 +7,10 @@ code sums Z2 over ALL keys, unmasked, which this package does not copy). A virtu
 exactly this softmax mass, so
 - form "unscaled": SA + mu v            MimIC (paper Sec. 3 and its public code's `do_shift`); the default;
 - form "joint":    (1 - mu) SA + mu v   the supplementary's Tab. 8 "learnable vector" variant (58.84 vs 59.64).
+- shift "linear" (with form "joint"): (1 - mu) SA + mu h(q), h: R^d -> R^d a linear layer per head, h(q) = q W + v
+  (v is h's bias), standing in for SA(q, K_D, V_D) (supplementary Sec. 8.2, Tab. 8 "linear layer", 47.68): the
+  virtual token's value becomes query-dependent (`VirtualTokens.value_map` = W). The supplementary gives no
+  initialisation; W starts at N(0, 1e-3^2 / d), so h(q) starts as small as the vector variant's v.
 MimIC's own ablations (paper Tab. "head-sharing / query-sharing mu"):
 - mu "shared-head":  one f per layer shared by all its heads (tied w and b; each head keeps its own v and Z2).
   The public code's head-sharing run instead feeds the concatenated heads to one f and averages log Z2 over
@@ -40,6 +44,7 @@ from hificl.methods.losses import layerwise_alignment, require_teacher
 from hificl.models.layers import AttentionShape, find_language_model
 
 FORMS = ("unscaled", "joint")
+SHIFTS = ("vector", "linear")
 MU = ("per-head", "shared-head", "shared-query")
 
 
@@ -49,6 +54,8 @@ class MimICConfig:
     form: str = "unscaled"
     #: "per-head" (MimIC), "shared-head" or "shared-query" (MimIC's ablations).
     mu: str = "per-head"
+    #: the shifted value: "vector" v (MimIC) or "linear" h(q) = q W + v (Tab. 8 "linear layer").
+    shift: str = "vector"
     #: which output of each decoder layer is aligned: "ffn" (MimIC) or "attention" ("after SA", Fig. 7).
     align_to: str = "ffn"
     #: demonstrations in the teacher's prompt (MimIC: 32 on Idefics1, 8 on Idefics2).
@@ -59,12 +66,14 @@ class MimICConfig:
     layer_reduction: str = "mean"
 
     def validate(self) -> None:
-        for field, allowed in (("form", FORMS), ("mu", MU), ("align_to", ALIGN_TARGETS)):
+        for field, allowed in (("form", FORMS), ("mu", MU), ("shift", SHIFTS), ("align_to", ALIGN_TARGETS)):
             value = getattr(self, field)
             if value not in allowed:
                 raise ConfigError(f"MimIC {field} must be one of {list(allowed)}; got {field}={value!r}.")
         if self.mu == "shared-query" and self.form != "unscaled":
             raise ConfigError("MimIC mu='shared-query' adds a constant mu v to SA; it takes form='unscaled' only.")
+        if self.mu == "shared-query" and self.shift != "vector":
+            raise ConfigError("MimIC mu='shared-query' adds a constant mu v to SA; it takes shift='vector' only.")
         if self.layer_reduction not in ("mean", "sum"):
             raise ConfigError(f"MimIC layer_reduction must be 'mean' or 'sum'; got {self.layer_reduction!r}.")
         if self.teacher_shots < 1:
@@ -83,6 +92,8 @@ class MimIC(VirtualTokenMethod):
         super().__init__(config, shape)
         layers, heads, d = shape.num_layers, shape.num_heads, shape.head_dim
         self.shift = nn.Parameter(torch.randn(layers, heads, d, generator=generator) * 1e-3)
+        if config.shift == "linear":
+            self.shift_map = nn.Parameter(torch.randn(layers, heads, d, d, generator=generator) * (1e-3 / d**0.5))
         if config.mu == "shared-query":
             self.mu_logit = nn.Parameter(torch.zeros(layers, heads))
         else:
@@ -99,6 +110,7 @@ class MimIC(VirtualTokenMethod):
             keys=(self.f_weight[layer] / typing.cast(float, module.scaling)).expand(heads, -1).unsqueeze(1),
             values=self.shift[layer].unsqueeze(1),
             logit_bias=self.f_bias[layer].expand(heads).unsqueeze(1),
+            value_map=self.shift_map[layer] if self.config.shift == "linear" else None,
             form=self.config.form,
         )
 

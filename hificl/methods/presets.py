@@ -54,6 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # MimIC: SA + mu(q) v per head, aligned on each layer's FFN output; then its supplementary's and paper's variants.
     "mimic": _preset("mimic", 5e-3, **_MIMIC, form="unscaled", mu="per-head", align_to="ffn"),
     "mimic-vector": _preset("mimic", 5e-3, **_MIMIC, form="joint", mu="per-head", align_to="ffn"),
+    "mimic-linear": _preset("mimic", 5e-3, **_MIMIC, form="joint", mu="per-head", shift="linear", align_to="ffn"),
     "mimic-shared-head": _preset("mimic", 5e-3, **_MIMIC, form="unscaled", mu="shared-head", align_to="ffn"),
     "mimic-shared-query": _preset("mimic", 5e-3, **_MIMIC, form="unscaled", mu="shared-query", align_to="ffn"),
     "mimic-after-sa": _preset("mimic", 5e-3, **_MIMIC, form="unscaled", mu="per-head", align_to="attention"),

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 from hificl.files import atomic_write_text
-from hificl.tiny.card import evaluate
+from hificl.tiny.card import TARGETS, check_targets, evaluate
 from hificl.tiny.pretrain import INFO_FILE, PretrainConfig, pretrain
 
 CARD_FILE = "card.json"
-#: The default pretraining seed. With seed 0 the same recipe did not develop ICL within the budget (see
-#: docs/embedded-default.md: ICL emergence in ten CPU minutes is seed-dependent); seed 1 did.
+#: The default pretraining seed: its card meets the task-level targets (docs/embedded-default.md, run M); the
+#: other seeds of this recipe are still to be measured.
 DEFAULT_SEED = 1
 
 __all__ = ["CARD_FILE", "DEFAULT_SEED", "PretrainConfig", "build_base_model", "evaluate", "pretrain", "write_card"]
@@ -25,12 +25,23 @@ def write_card(model_dir: Path, n_per_family: int = 100, seed: int = 0) -> dict:
     card = {
         "model": "tiny LLaVA (CLIP vision tower + Qwen2 decoder, GQA)",
         "parameters": info["parameters"],
-        "pretrain_seconds": info["pretrain_seconds"],
-        "pretrain_steps": info["steps_done"],
-        "seed": info["key"]["seed"],
-        "eval": {"split": "val", "n_per_family": n_per_family, "metric": "exact match (caption: object set)"},
+        # What ran: with the config in hificl_pretrain.json, enough to rebuild these exact weights.
+        "pretraining": {
+            "seed": info["key"]["seed"],
+            "steps": info["steps_done"],
+            **{k: info[k] for k in ("threads", "torch", "machine", "cpu_capability", "weights_sha256")},
+            "seconds": info["pretrain_seconds"],
+            "steps_per_second": info["steps_per_second"],
+            "cpu_seconds": info.get("cpu_seconds"),
+        },
+        "eval": {
+            "split": "val",
+            "n_per_family": n_per_family,
+            "metric": "VQA accuracy (syn-OKVQA: stemmed, as OK-VQA); captions: CIDEr, CHAIRs, CHAIRi over shapes",
+        },
         "accuracy": evaluate(model_dir, n_per_family=n_per_family, seed=seed),
     }
+    card["targets"] = {"thresholds": TARGETS, **check_targets(card["accuracy"])}
     atomic_write_text(model_dir / CARD_FILE, json.dumps(card, indent=2))
     return card
 

@@ -1,8 +1,10 @@
 """Pretraining episodes: interleaved image-text prompts built with `build_prompt`, exactly as methods see them.
 
 A VQA episode draws a fresh binding of the ambiguous surface questions to the families (colour, shape, count),
-so only its demonstrations tell which family a question asks for: this is what makes the model do ICL. Explicit
-perception questions and captions teach the vision tower; syn-OKVQA questions teach the text-only facts.
+an OK-VQA episode one of the ambiguous knowledge questions to the relations (colour-knowledge, shape-knowledge,
+corners), a caption episode a captioning convention: only its demonstrations tell what the episode wants, which
+is what makes the model do ICL. Explicit perception questions and captions teach the vision tower; explicit
+knowledge questions teach the facts no pixel shows.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from hificl.data.prompts import IMAGE_PLACEHOLDER, Example, build_prompt, exampl
 from hificl.data.synthetic_scenes import COLOURS, MAX_OBJECTS, SHAPES, Scene, render, sample_scene
 from hificl.data.synthetic_tasks import (
     AMBIGUOUS_QUESTIONS,
+    CONVENTIONS,
     EXPLICIT_QUESTIONS,
-    OKVQA_QUESTIONS,
+    OKVQA_AMBIGUOUS_QUESTIONS,
+    OKVQA_EXPLICIT_QUESTIONS,
+    OKVQA_FAMILIES,
     SHAPE_COUNT_QUESTION,
     VQA_FAMILIES,
     answer,
-    captions,
+    caption,
 )
 from hificl.tiny.model import pixel_values
 
@@ -43,8 +48,8 @@ class Mix:
 
     max_shots: int
     explicit: float
-    vqa: float = 0.55
-    okvqa: float = 0.2
+    vqa: float = 0.5
+    okvqa: float = 0.3
     batch_scale: int = 1
     max_asked: int = len(AMBIGUOUS_QUESTIONS)
 
@@ -57,9 +62,9 @@ def curriculum(progress: float, max_shots: int = 8, warmup: float = 0.3, copy_ph
     the demonstrations' answer family is then enough, and that circuit forms first; matching the query to its
     own demonstrations among mixed ones comes after, on top of it."""
     if progress < warmup:
-        return Mix(max_shots=0, explicit=0.8, vqa=0.6, okvqa=0.15, batch_scale=4)
+        return Mix(max_shots=0, explicit=0.8, vqa=0.5, okvqa=0.25, batch_scale=4)
     asked = 1 if progress < warmup + copy_phase else len(AMBIGUOUS_QUESTIONS)
-    return Mix(max_shots=max_shots, explicit=0.05, vqa=0.8, okvqa=0.08, max_asked=asked)
+    return Mix(max_shots=max_shots, explicit=0.05, vqa=0.5, okvqa=0.32, max_asked=asked)
 
 
 def draw_shots(rng: np.random.Generator, mix: Mix, p: float = 0.2) -> int:
@@ -82,32 +87,45 @@ class ScenePool:
         return [self.scenes[i] for i in idx], self.images[idx]
 
 
-def _vqa_example(scene: Scene, rng: np.random.Generator, binding: dict[str, str], explicit: float) -> Example:
-    if rng.random() < explicit:
-        family = str(rng.choice([*EXPLICIT_QUESTIONS, *SHAPES]))
-        text = EXPLICIT_QUESTIONS.get(family) or SHAPE_COUNT_QUESTION.format(shape=family)
-        return Example(text, answer(scene, family))
-    text = str(rng.choice(list(binding)))
-    return Example(text, answer(scene, binding[text]))
+def _explicit_vqa(scene: Scene, rng: np.random.Generator) -> Example:
+    family = str(rng.choice([*EXPLICIT_QUESTIONS, *SHAPES]))
+    text = EXPLICIT_QUESTIONS.get(family) or SHAPE_COUNT_QUESTION.format(shape=family)
+    return Example(text, answer(scene, family))
+
+
+def _explicit_okvqa(scene: Scene, rng: np.random.Generator) -> Example:
+    family = str(rng.choice(OKVQA_FAMILIES))
+    return Example(OKVQA_EXPLICIT_QUESTIONS[family], answer(scene, family))
+
+
+def _ambiguous_examples(scenes: list[Scene], rng: np.random.Generator, mix: Mix, okvqa: bool) -> tuple[Example, ...]:
+    """Examples asking 1 to `mix.max_asked` ambiguous questions under a fresh binding, a few explicit ones mixed in.
+
+    With one question asked, copying the demonstrations' answer family suffices (the easy signal that starts
+    ICL); with more, the query must be matched to the demonstrations that ask its own question."""
+    questions, families = (OKVQA_AMBIGUOUS_QUESTIONS, OKVQA_FAMILIES) if okvqa else (AMBIGUOUS_QUESTIONS, VQA_FAMILIES)
+    explicit = _explicit_okvqa if okvqa else _explicit_vqa
+    binding = dict(zip(questions, rng.permutation(families), strict=True))
+    asked = [str(q) for q in rng.permutation(questions)[: int(rng.integers(1, mix.max_asked + 1))]]
+    examples = []
+    for scene in scenes:
+        if rng.random() < mix.explicit:
+            examples.append(explicit(scene, rng))
+        else:
+            text = str(rng.choice(asked))
+            examples.append(Example(text, answer(scene, str(binding[text]))))
+    return tuple(examples)
 
 
 def sample_episode(pool: ScenePool, rng: np.random.Generator, shots: int, mix: Mix) -> Episode:
     """One episode of `shots` demonstrations and a query, of a kind drawn from the mix."""
     scenes, images = pool.draw(rng, shots + 1)
     u = rng.random()
-    if u < mix.vqa:
-        # An episode asks 1 to 3 of the ambiguous questions: with one, copying the demonstrations' answer family
-        # suffices (the easy signal that starts ICL); with more, the query must be matched to its demonstrations.
-        binding = dict(zip(AMBIGUOUS_QUESTIONS, rng.permutation(VQA_FAMILIES), strict=True))
-        asked = rng.permutation(AMBIGUOUS_QUESTIONS)[: int(rng.integers(1, mix.max_asked + 1))]
-        binding = {str(q): binding[str(q)] for q in asked}
-        examples = [_vqa_example(s, rng, binding, mix.explicit) for s in scenes]
-        return Episode("vqa", tuple(examples), tuple(scenes), images)
     if u < mix.vqa + mix.okvqa:
-        families = rng.choice(list(OKVQA_QUESTIONS), size=len(scenes))
-        examples = [Example(OKVQA_QUESTIONS[f], answer(s, str(f))) for s, f in zip(scenes, families, strict=True)]
-        return Episode("vqa", tuple(examples), tuple(scenes), images)
-    return Episode("caption", tuple(Example("", captions(s, rng)[0]) for s in scenes), tuple(scenes), images)
+        return Episode("vqa", _ambiguous_examples(scenes, rng, mix, okvqa=u >= mix.vqa), tuple(scenes), images)
+    convention = CONVENTIONS[int(rng.integers(len(CONVENTIONS)))]
+    examples = tuple(Example("", caption(s, convention)) for s in scenes)
+    return Episode("caption", examples, tuple(scenes), images)
 
 
 CELL_CLASSES = (len(SHAPES) + 1, len(COLOURS) + 1, 3)

@@ -1,14 +1,25 @@
-"""Pretrain the tiny LMM on synthetic episodes, on 2 CPU cores in minutes, cached and written atomically."""
+"""Pretrain the tiny LMM on synthetic episodes, on 2 CPU cores in minutes, cached and written atomically.
+
+A run is a function of (seed, config) alone: it always does `config.steps` steps (a time budget only warns), with
+`config.threads` intra-op threads set for its duration, so the same recipe gives byte-identical weights however
+busy the machine is. Float summation order depends on the thread count and on the CPU kernels torch dispatches
+to (its `cpu_capability`, e.g. AVX512 vs AVX2), so both are recorded with the torch version and the weights' hash.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import platform
 import shutil
 import tempfile
 import time
 import typing
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +53,7 @@ class PretrainConfig:
     pool_size: int = 8000
     query_only: bool = False
     aux_weight: float = 1.0
+    threads: int = 2  # intra-op threads: part of the recipe, since the summation order depends on it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,21 +71,58 @@ def _lr_factor(step: int, progress: float, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def pretrain(out_dir: Path, seed: int = 0, max_minutes: float = 9.5, config: PretrainConfig | None = None) -> Path:
+def weights_sha256(model_dir: Path) -> str:
+    """sha256 of the saved weights file: two runs of one recipe are the same model iff these are equal."""
+    digest = hashlib.sha256()
+    with (Path(model_dir) / "model.safetensors").open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def environment() -> dict[str, str]:
+    """What besides (seed, config) the weights depend on: torch version and the CPU kernels it dispatches to."""
+    return {
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+@contextmanager
+def fixed_threads(n: int) -> Iterator[None]:
+    """Run the body with `n` intra-op threads, whatever the machine has, and restore the caller's count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def pretrain(
+    out_dir: Path, seed: int = 0, config: PretrainConfig | None = None, budget_minutes: float | None = 10.0
+) -> Path:
     """Pretrain and save model + processor to `out_dir`; return at once if it already holds this exact run.
 
-    Stops after `config.steps` steps or `max_minutes`, whichever comes first (the info file says which).
+    Always runs `config.steps` steps: past `budget_minutes` it warns (the machine is slower or busier than the
+    recipe was sized for) and carries on, so a busy machine gets the same model, later.
     """
     out_dir = Path(out_dir)
     config = config or PretrainConfig()
-    key = {"seed": seed, "config": config.to_dict(), "max_minutes": max_minutes}
+    key = {"seed": seed, "config": config.to_dict()}
     info = _read_info(out_dir)
     if info is not None and info.get("key") == key:
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} holds something other than this pretraining run; remove it or pick another.")
+    with fixed_threads(config.threads):
+        return _pretrain(out_dir, seed, config, key, budget_minutes)
 
-    torch.set_num_threads(2)
+
+def _pretrain(
+    out_dir: Path, seed: int, config: PretrainConfig, key: dict[str, Any], budget_minutes: float | None
+) -> Path:
     rng = np.random.default_rng([seed, 7])
     processor = build_processor(config.model)
     tokenizer = processor.tokenizer
@@ -94,18 +143,23 @@ def pretrain(out_dir: Path, seed: int = 0, max_minutes: float = 9.5, config: Pre
     hook = model.model.multi_modal_projector.register_forward_hook(lambda _m, _i, out: captured.append(out))
     n_image = image_tokens(config.model)
 
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), time.process_time()
     pool = ScenePool(rng, config.pool_size)
     model.train()
     losses: list[float] = []
     aux_losses: list[float] = []
     bar = tqdm(range(config.steps), desc="pretrain tiny LMM", dynamic_ncols=True)
-    step = 0
+    warned = False
     for step in bar:
-        # Step-based so a run is a function of (seed, config) alone; wall time only cuts a too-slow run short
-        # (the info file records the steps done). A time-based schedule made results depend on machine load.
-        if time.monotonic() - start > 60 * max_minutes:
-            break
+        # Step-based, never cut short: wall time must not change the model (a time-based stop made the default
+        # base model depend on how busy the machine was).
+        if not warned and budget_minutes is not None and time.monotonic() - start > 60 * budget_minutes:
+            warnings.warn(
+                f"Pretraining passed its {budget_minutes:g}-minute budget at step {step} of {config.steps} (a busy "
+                "or slow machine); it runs to the end, so the model is the same, only later.",
+                stacklevel=3,
+            )
+            warned = True
         progress = step / config.steps
         mix = curriculum(progress, config.max_shots, config.vision_warmup, config.copy_phase)
         shots = draw_shots(rng, mix, config.shot_p)
@@ -135,11 +189,9 @@ def pretrain(out_dir: Path, seed: int = 0, max_minutes: float = 9.5, config: Pre
             bar.set_postfix(
                 loss=f"{np.mean(losses[-20:]):.3f}", aux=f"{np.mean(aux_losses[-20:]):.3f}", shots=mix.max_shots
             )
-    else:
-        step = config.steps
     bar.close()
     hook.remove()
-    elapsed = time.monotonic() - start
+    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu_start
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -149,8 +201,15 @@ def pretrain(out_dir: Path, seed: int = 0, max_minutes: float = 9.5, config: Pre
         processor.save_pretrained(tmp)
         info = {
             "key": key,
-            "steps_done": step,
+            "steps_done": len(losses),
+            "threads": torch.get_num_threads(),
+            **environment(),
+            "weights_sha256": weights_sha256(tmp),
             "pretrain_seconds": round(elapsed, 1),
+            "steps_per_second": round(len(losses) / elapsed, 2) if elapsed > 0 else None,
+            # CPU seconds of all threads: unlike wall time, barely moved by other processes (with passive
+            # OpenMP waiting), so it estimates the idle time: between cpu / threads and cpu.
+            "cpu_seconds": round(cpu, 1),
             "final_loss": float(np.mean(losses[-20:])) if losses else None,
             "parameters": sum(p.numel() for p in model.parameters()),
         }
