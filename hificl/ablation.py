@@ -8,8 +8,8 @@ files in the results store; re-running skips them, and a run killed at any momen
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +19,13 @@ from tqdm import tqdm
 
 from hificl.config import deep_merge, read_yaml, to_dict
 from hificl.errors import ConfigError
+from hificl.launch import Job, LocalRunner, Resources, Runner, resources_for
+from hificl.lightning.loggers import METRICS_FILE
+from hificl.rescore import PREDICTIONS, predictions_text, write_run_files
 from hificl.results import CellRow, ResultRow, ResultsStore, stable_id
 from hificl.validation import check_matrix, check_models
 
-VOLATILE = ("progress", "output_dir", "overwrite")  # settings that do not change a result
+VOLATILE = ("progress", "output_dir", "overwrite", "run_dir")  # settings that do not change a result
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,34 @@ def expand_matrix(spec: dict[str, Any], *, quick: bool = False, model: str | Non
     return cells
 
 
-def _run(values: dict[str, Any]) -> ResultRow:
-    """Worker entry (module level, so spawned processes can import it)."""
+@dataclass
+class RunOutcome:
+    """What a worker sends back to the driver, which alone writes the store: the row and the run's files."""
+
+    row: ResultRow
+    files: dict[str, str]
+
+
+def _run(values: dict[str, Any]) -> RunOutcome:
+    """Worker entry (module level, so spawned processes and Ray tasks can import it)."""
     import torch
 
     from hificl.experiment import experiment_config, run_experiment
+    from hificl.lightning.predictions import KeepPredictions
 
     torch.set_num_threads(int(os.environ.get("HIFICL_THREADS", "1")))
     quiet_worker()
-    return run_experiment(experiment_config(values))
+    kept = KeepPredictions()
+    config = experiment_config(values)
+    row = run_experiment(config, callbacks=[kept])
+    files = {PREDICTIONS: predictions_text(kept.payload())}
+    work = Path(config.run_dir) if config.run_dir else None
+    if work is not None:
+        metrics = work / METRICS_FILE
+        if metrics.is_file():
+            files[METRICS_FILE] = metrics.read_text()
+        shutil.rmtree(work)  # the run is done: its checkpoint and copies go; the driver stores what counts
+    return RunOutcome(row, files)
 
 
 def quiet_worker() -> None:
@@ -99,12 +121,19 @@ def run_matrix(
     quick: bool = False,
     model: str | None = None,
     workers: int = 1,
+    runner: Runner | None = None,
+    cpus_per_run: float = 1.0,
 ) -> list[CellRow]:
-    """Run every missing cell; return all cell rows. Progress: cells done / left and a time estimate."""
+    """Run every missing cell; return all cell rows. Progress: cells done / left and a time estimate.
+
+    `runner` places the runs (default: `workers` local processes; hificl.launch.RayRunner for a cluster); this
+    process alone writes the store, each run's files (generations) before its record."""
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
     check_models({str(c.values.get("model", "base-model")) for c in cells})
     store = ResultsStore(Path(results) / ("quick" if quick else ""))
+    for partial in [*store.root.glob(".*.tmp"), *store.runs.rglob(".*.tmp"), *store.cells.glob(".*.tmp")]:
+        partial.unlink()  # a driver killed mid-write left it; the file it was writing is written again
     retired = store.retire_cells({c.cell_id for c in cells})
     if retired:
         print(f"ablations: {retired} cell(s) of an earlier matrix moved to {store.root / 'stale'}")
@@ -128,27 +157,27 @@ def run_matrix(
 
     for run_id, row in stored.items():
         finish(run_id, row)
+    work = (store.root / "work").resolve()  # a run's own directory while it runs: its logs and checkpoints
+    jobs = [
+        Job(run_id, {**values, "run_dir": str(work / run_id)}, _resources(values, cpus_per_run))
+        for run_id, values in runs.items()
+    ]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo_cells), unit="cell", desc="ablations")
     started = time.perf_counter()
-    jobs = list(runs.items())
-    if workers > 1 and len(jobs) > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for run_id, row in pool.imap_unordered(_run_tagged, jobs):
-                store.put_run(run_id, row)
-                finish(run_id, row)
-                bar.update(len(by_run[run_id]))
-    else:
-        for run_id, values in jobs:
-            row = _run(values)
-            store.put_run(run_id, row)
-            finish(run_id, row)
+    try:
+        for run_id, outcome in (runner or LocalRunner(workers)).run(_run, jobs):
+            write_run_files(store, run_id, outcome.files)
+            store.put_run(run_id, outcome.row)
+            finish(run_id, outcome.row)
             bar.update(len(by_run[run_id]))
-    bar.close()
-    store.write_csv()
+    finally:
+        bar.close()
+        store.write_csv()
     print(f"ablations: {len(cells)} cells ({len(jobs)} runs this time) in {time.perf_counter() - started:.0f} s")
     return store.cell_rows()
 
 
-def _run_tagged(job: tuple[str, dict[str, Any]]) -> tuple[str, ResultRow]:
-    run_id, values = job
-    return run_id, _run(values)
+def _resources(values: dict[str, Any], cpus: float) -> Resources:
+    from hificl.experiment import experiment_config
+
+    return resources_for(experiment_config(values).train, cpus)

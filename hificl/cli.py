@@ -91,10 +91,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from analysis.report import build_report
     from hificl.ablation import run_matrix
+    from hificl.launch import make_runner
 
     _at_least("--workers", args.workers, 1)
     results = Path(args.results) / ("quick" if args.quick else "")
-    run_matrix(args.config, args.results, quick=args.quick, model=args.base_model, workers=args.workers)
+    runner = make_runner(args.launcher, args.workers, args.address)
+    run_matrix(
+        args.config,
+        args.results,
+        quick=args.quick,
+        model=args.base_model,
+        runner=runner,
+        cpus_per_run=args.cpus_per_run,
+    )
     _print_report(build_report(results), results)
     return 0
 
@@ -102,6 +111,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_figures(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
+    if args.rescore:
+        from hificl.rescore import rescore_store
+
+        counts = rescore_store(args.results)
+        print(
+            f"rescored {counts['rescored']} of {counts['runs']} run(s) from their kept generations; "
+            f"{counts['changed']} changed"
+        )
     _print_report(build_report(Path(args.results)), Path(args.results))
     return 0
 
@@ -112,10 +129,20 @@ def _print_report(report: dict[str, Any], results: Path) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from hificl.launch import make_runner
     from hificl.tuning import tune
 
     sets = [*args.set, *([f"experiment.model={args.base_model}"] if args.base_model else [])]
-    best = tune(args.config, sets, workers=args.workers, storage=args.storage, n_trials=args.n_trials)
+    runner = make_runner(args.launcher, args.workers, args.address)
+    best = tune(
+        args.config,
+        sets,
+        workers=args.workers,
+        storage=args.storage,
+        n_trials=args.n_trials,
+        runner=runner,
+        cpus_per_run=args.cpus_per_run,
+    )
     print(json.dumps(best, indent=2, default=str))
     return 0
 
@@ -175,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "--overwrite", action="store_true", help="replace the package's own files in an existing output_dir"
             )
 
+    def add_launcher(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--launcher", choices=["local", "ray"], default="local", help="where runs execute")
+        p.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: RAY_ADDRESS)")
+        p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs (and torch threads) each run reserves")
+
     p = add("base-model", cmd_base_model, "pretrain the embedded tiny LMM and export its benchmark (cached)")
     p.add_argument("--out", default="base-model", type=expand_path)
     p.add_argument("--seed", type=int, default=None, help="pretraining seed (default: hificl.tiny.DEFAULT_SEED)")
@@ -195,9 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-model", default=None, type=expand_path, help="model directory for every cell (default: the matrix's)"
     )
     p.add_argument("--quick", action="store_true", help="the QUICK variant: one seed, smaller evaluation")
-    p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (--launcher local)")
+    add_launcher(p)
     p = add("figures", cmd_figures, "rebuild tables and figures from the results store, without running anything")
     p.add_argument("--results", default="results", type=expand_path)
+    p.add_argument("--rescore", action="store_true", help="first score every run's kept generations again")
     p = add("tune", cmd_tune, "Optuna search over HiFICL's n and r (persistent, multi-worker)")
     with_config(p, outputs=False)
     p.set_defaults(config="experiments/tune.yaml")
@@ -205,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (default sqlite under results/tune) or journal:PATH")
     p.add_argument("--n-trials", type=int, default=None)
     p.add_argument("--base-model", default=None, type=expand_path, help="model directory every trial trains on")
+    add_launcher(p)
 
     p = add("bench", cmd_bench, "side-by-side timings and memory ratios (benchmarks, not tests)")
     p.add_argument("--base-model", default="base-model", type=expand_path)

@@ -26,10 +26,14 @@ import transformers
 from hificl import __version__
 from hificl.config import deep_merge, from_dict, to_dict
 from hificl.data.datamodule import DataConfig, ICLDataModule
+from hificl.data.tasks import task_spec
 from hificl.errors import ConfigError
 from hificl.files import atomic_write_text
 from hificl.lightning.callbacks import RunTimer
+from hificl.lightning.checkpoints import resume_path
+from hificl.lightning.loggers import check_logger
 from hificl.lightning.module import ICLApproxModule, TrainConfig
+from hificl.lightning.tracking import tracking_for
 from hificl.methods.base import Method
 from hificl.methods.io import load_method, save_method
 from hificl.methods.presets import resolve_preset
@@ -57,6 +61,7 @@ class ExperimentConfig:
     attn_implementation: str = "sdpa"
     output_dir: str | None = None  # where the trained method and predictions are written, if set
     overwrite: bool = False  # replace the package's own files in an output_dir that already holds some
+    run_dir: str | None = None  # the run's logs and per-epoch checkpoints; a killed run resumes from it (if set)
     adapter: str | None = None  # evaluate this saved method instead of training one
     validate: bool = False  # evaluate after every epoch ("val/<metric>" in callback_metrics; Optuna prunes on it)
     progress: bool = True
@@ -113,9 +118,15 @@ class Experiment:
     def trains(self) -> bool:
         return is_trained(self.config, self.method)
 
+    @property
+    def resume_from(self) -> str | None:
+        """The last checkpoint a killed attempt of this run left in its run_dir (checked to be this run's)."""
+        return resume_path(Path(self.config.run_dir)) if self.trains and self.config.run_dir else None
+
 
 def build_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> Experiment:
     """Seed, then load the frozen LMM and build the DataModule, the method, the LightningModule and the Trainer."""
+    check_logger(config.train.logger)  # before minutes of model loading
     L.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(False)
     loaded = load_model(config.model, dtype=config.dtype, attn_implementation=config.attn_implementation)
@@ -126,7 +137,7 @@ def build_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | Non
         method.attach(loaded.model)
     module = ICLApproxModule(loaded.model, loaded.processor.tokenizer, method, datamodule.spec, config.train)
     timer = RunTimer()
-    trainer = build_trainer(config, [timer, *(callbacks or [])])
+    trainer = build_trainer(config, [timer, *(callbacks or [])], trains=is_trained(config, method))
     return Experiment(config, loaded, datamodule, method, module, trainer, timer)
 
 
@@ -157,9 +168,13 @@ def build_method_for(config: ExperimentConfig, loaded: LoadedModel) -> Method | 
     return None
 
 
-def build_trainer(config: ExperimentConfig, callbacks: list[L.Callback]) -> L.Trainer:
-    """The one Trainer of a run: loggers, checkpointing and extra callbacks join here."""
+def build_trainer(config: ExperimentConfig, callbacks: list[L.Callback], trains: bool) -> L.Trainer:
+    """The one Trainer of a run: loggers, checkpointing and extra callbacks join here.
+
+    Loggers always (`train.logger`, one row per step); a run that trains adds the learning-rate monitor, the
+    method's diagnostics and, with a run_dir, a method-only checkpoint every epoch (hificl.lightning.tracking)."""
     train = config.train
+    tracking = tracking_for(config, task_spec(config.data.task).name, trains)
     return L.Trainer(
         max_epochs=train.epochs_for(config.data.train_size),
         accumulate_grad_batches=train.accumulate,
@@ -168,13 +183,14 @@ def build_trainer(config: ExperimentConfig, callbacks: list[L.Callback]) -> L.Tr
         devices=train.devices,
         accelerator=train.accelerator,
         gradient_clip_val=train.gradient_clip,
-        logger=False,
-        enable_checkpointing=False,
+        logger=tracking.loggers or False,
+        log_every_n_steps=1,
+        enable_checkpointing=False,  # hificl.lightning.checkpoints saves the method only, when the run has a directory
         enable_progress_bar=config.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if config.validate else 0,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *tracking.callbacks],
         deterministic=False,
     )
 
@@ -195,7 +211,7 @@ def _run(config: ExperimentConfig, callbacks: list[L.Callback] | None, outputs: 
     check_images(datamodule.eval_records)
     with detached_after(experiment.method):
         if experiment.trains:
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=experiment.resume_from)
         trainer.test(module, datamodule=datamodule, verbose=False)
     row = result_row(experiment)
     if config.output_dir:
@@ -260,7 +276,9 @@ def write_outputs(experiment: Experiment, row: ResultRow, outputs: OutputDir | N
     if trainer.is_global_zero and outputs is not None:
         method, model, out = experiment.method, experiment.loaded.model, outputs.stage
         if method is not None:
-            save_method(method, out / "method", model, extra={"preset": row.preset, "task": row.task})
+            card: dict[str, Any] = {"preset": row.preset, "task": row.task, "metrics": row.metrics}
+            card |= {"train_size": row.train_size, "eval_size": row.eval_size, "experiment": row.config}
+            save_method(method, out / "method", model, extra=card)
         atomic_write_text(out / "predictions.json", json.dumps(predictions, indent=1))
         atomic_write_text(out / "result.json", json.dumps(row.to_dict(), indent=2))
         outputs.commit()

@@ -53,7 +53,7 @@ def check_experiment(config: ExperimentConfig) -> None:
     _seed("experiment.seed", config.seed)
     if config.dtype not in DTYPES:
         _fail("experiment.dtype", f"one of {', '.join(DTYPES)}", config.dtype)
-    for name in ("model", "output_dir", "adapter"):
+    for name in ("model", "output_dir", "run_dir", "adapter"):
         value = getattr(config, name)
         if isinstance(value, str) and value.startswith("~"):
             setattr(config, name, expand_path(value))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import hificl.lightning.loggers
 from hificl.data.synthetic import export_benchmark
 from tests.family_models import save, tiny
 
@@ -17,3 +18,9 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save(tiny, root / "model")
     export_benchmark(root / "synthetic", seed=0, n_train_images=120, n_val_images=40)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs without a run_dir log under lightning_logs/ of the working directory; in tests, under a temp dir."""
+    hificl.lightning.loggers.DEFAULT_ROOT = tmp_path_factory.mktemp("lightning_logs")

@@ -285,7 +285,13 @@ def test_rerun_into_an_output_dir_refuses_then_overwrite_keeps_foreign_files(
     assert (second["seed"], first["seed"]) == (1, 0)
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == ["method", "notes.txt", "predictions.json", "result.json"]
-    assert sorted(p.name for p in (out / "method").iterdir()) == ["method.json", "method.safetensors"]
+    # the method directory is the package's: the user's README there went, the model card and experiment came
+    assert sorted(p.name for p in (out / "method").iterdir()) == [
+        "README.md",
+        "experiment.yaml",
+        "method.json",
+        "method.safetensors",
+    ]
     assert load_file(str(out / "method" / "method.safetensors"))  # the new adapter, written whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no stage, no trash
 

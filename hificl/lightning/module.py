@@ -66,6 +66,7 @@ class TrainConfig:
     decoding: str = "beam3"  # "beam3": 3 beams, length_penalty 0 (the papers' code) | "greedy"; docs/protocol.md
     max_new_tokens: int | None = None  # None: 10 for VQA, 20 for captions (the papers' code)
     gradient_clip: float | None = None
+    logger: str = "csv"  # csv, tensorboard, mlflow, wandb or none (hificl.lightning.loggers)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

@@ -20,6 +20,7 @@ from torch import nn
 from hificl import __version__
 from hificl.errors import AdapterError, ConfigError
 from hificl.methods.base import Method
+from hificl.methods.exports import EXPORTS, write_exports
 from hificl.models.fingerprint import check_fingerprint, model_fingerprint
 
 WEIGHTS, CONFIG = "method.safetensors", "method.json"
@@ -43,8 +44,9 @@ def save_method(method: Method, directory: str | Path, model: nn.Module, extra: 
         tensors = {k: v.detach().contiguous().cpu() for k, v in method.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        write_exports(method, model, tmp, meta)  # peft's format for LoRA, a model card
         if directory.exists():
-            foreign = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS, CONFIG))
+            foreign = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS, CONFIG, *EXPORTS))
             if foreign:
                 raise AdapterError(f"{directory} holds files that are not a saved method ({foreign}); not replaced.")
             old = tmp.with_name(f"{tmp.name}.old")

@@ -128,6 +128,7 @@ class CHAIR(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.vocabulary = {k: list(v) for k, v in vocabulary.items()} if vocabulary is not None else None
         self.scorer = ChairScorer(vocabulary, double_words)
         self._index = {cat: i for i, cat in enumerate(self.scorer.categories)}
         for name in ("mention_counts", "hallucination_counts", "gt_flags"):

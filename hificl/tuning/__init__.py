@@ -6,7 +6,6 @@ several processes, or several machines on one database, share one budget. See do
 
 from __future__ import annotations
 
-import multiprocessing
 import typing
 from collections import Counter
 from dataclasses import replace
@@ -14,7 +13,8 @@ from typing import Any, Literal
 
 import optuna
 
-from hificl.errors import ConfigError, TrainingError
+from hificl.errors import ConfigError
+from hificl.launch import Job, LocalRunner, Runner, resources_for
 from hificl.tuning.report import write_outputs
 from hificl.tuning.settings import load_tune_config
 from hificl.tuning.storage import open_storage
@@ -31,11 +31,15 @@ def tune(
     storage: str | None = None,
     n_trials: int | None = None,
     objective_fn: Objective | None = None,
+    runner: Runner | None = None,
+    cpus_per_run: float = 1.0,
 ) -> dict[str, Any]:
-    """Run (or continue) the study with `workers` processes, then write best.yaml, trials.csv and figures.
+    """Run (or continue) the study with `workers` workers, then write best.yaml, trials.csv and figures.
 
-    `objective_fn` replaces training (tests, custom objectives); with workers > 1 it must be a module-level
-    function, since spawned processes import it by name.
+    Each worker claims trial slots from the one Optuna storage until none is left; `runner` places the workers
+    (default: local processes, or this process when workers=1; hificl.launch.RayRunner: one Ray task per
+    worker with the resources a trial asks for, docs/scaling.md). `objective_fn` replaces training (tests,
+    custom objectives); outside this process it must be a module-level function, imported there by name.
     """
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}.")
@@ -68,25 +72,20 @@ def tune(
         objective=objective_fn,
     )
     print(f"study {settings.name!r} in {settings.storage}: {added} new slot(s), {workers} worker(s)", flush=True)
-    if workers == 1:
-        run_worker(job)
-    else:
-        _run_processes([replace(job, worker=i) for i in range(workers)])
+    resources = resources_for(_train_config(config.experiment), cpus_per_run)
+    jobs = [Job(f"tune-worker-{i}", replace(job, worker=i), resources) for i in range(workers)]
+    for _ in (runner or LocalRunner(workers)).run(run_worker, jobs):
+        pass
     study = optuna.load_study(study_name=settings.name, storage=open_storage(settings.storage))
     return _summary(study, settings.storage, write_outputs(study, config))
 
 
-def _run_processes(jobs: list[WorkerJob]) -> None:
-    """'spawn': a fresh interpreter per worker, safe with CUDA and SQLite connections (fork copies both)."""
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run_worker, args=(job,), name=f"tune-worker-{job.worker}") for job in jobs]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    failed = [f"{p.name} (exit code {p.exitcode})" for p in processes if p.exitcode != 0]
-    if failed:
-        raise TrainingError(f"Tuning worker(s) {', '.join(failed)} stopped with an error; see the traceback above.")
+def _train_config(experiment: dict[str, Any]) -> Any:
+    """The trials' `train` section, typed: what each worker's resources are sized from."""
+    from hificl.config import from_dict
+    from hificl.lightning.module import TrainConfig  # imports torch/Lightning: only when tuning runs
+
+    return from_dict(TrainConfig, experiment.get("train") or {}, "tune.experiment.train")
 
 
 def _summary(study: optuna.Study, storage: str, written: dict[str, Any]) -> dict[str, Any]:
