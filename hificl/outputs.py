@@ -57,10 +57,21 @@ def _remove_owned(directory: Path) -> None:
         warnings.warn(f"{directory} holds files the package did not write ({left}); left in place.", stacklevel=2)
 
 
-def _move_foreign(source: Path, target: Path) -> None:
-    """Move every entry of `source` that the package did not write into `target` (renames, same file system)."""
+def _method_files() -> tuple[str, ...]:
+    """What the package writes inside its own `method/` directory; anything else there is the user's."""
+    from hificl.methods.exports import EXPORTS
+    from hificl.methods.io import CONFIG, WEIGHTS
+
+    return (WEIGHTS, CONFIG, *EXPORTS)
+
+
+def _move_foreign(source: Path, target: Path, owned: tuple[str, ...] = OWNED) -> None:
+    """Move every entry of `source` that the package did not write into `target` (renames, same file system),
+    the user's files inside the package's own `method/` directory included."""
     for entry in sorted(source.iterdir()):
-        if entry.name not in OWNED and entry.name != _OwnerFile.NAME and not (target / entry.name).exists():
+        if entry.name == "method" and entry.is_dir() and not entry.is_symlink() and (target / "method").is_dir():
+            _move_foreign(entry, target / "method", _method_files())
+        elif entry.name not in owned and entry.name != _OwnerFile.NAME and not (target / entry.name).exists():
             os.replace(entry, target / entry.name)
 
 

@@ -285,8 +285,10 @@ def test_rerun_into_an_output_dir_refuses_then_overwrite_keeps_foreign_files(
     assert (second["seed"], first["seed"]) == (1, 0)
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == ["method", "notes.txt", "predictions.json", "result.json"]
-    # the method directory is the package's: the user's README there went, the model card and experiment came
+    # the method directory is the package's, but the user's README there stays beside the new model card
+    assert (out / "method" / "README").read_text() == "also mine"
     assert sorted(p.name for p in (out / "method").iterdir()) == [
+        "README",
         "README.md",
         "experiment.yaml",
         "method.json",
