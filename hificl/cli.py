@@ -30,6 +30,17 @@ def _experiment(args: argparse.Namespace, **forced: Any) -> Any:
     return experiment_config(values)
 
 
+def _positive(text: str) -> float:
+    """argparse type of a resource amount: a number > 0 (argparse turns the error into one line and exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
 def _at_least(option: str, value: int, low: int) -> None:
     if value < low:
         raise ConfigError(f"{option} must be >= {low}, got {value}.")
@@ -205,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add_launcher(p: argparse.ArgumentParser) -> None:
         p.add_argument("--launcher", choices=["local", "ray"], default="local", help="where runs execute")
         p.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: RAY_ADDRESS)")
-        p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs (and torch threads) each run reserves")
+        p.add_argument("--cpus-per-run", type=_positive, default=1.0, help="CPUs (and torch threads) each run reserves")
 
     p = add("base-model", cmd_base_model, "pretrain the embedded tiny LMM and export its benchmark (cached)")
     p.add_argument("--out", default="base-model", type=expand_path)

@@ -284,3 +284,16 @@ def test_same_seed_repeats_a_teacher_based_run_exactly(tiny_world: Path, tmp_pat
         assert torch.equal(params[0][name], params[1][name]), name
         assert not torch.equal(params[0][name], params[2][name]), name  # the comparison can tell seeds apart
     assert params[0]["f_bias"].abs().max() > 0  # f_bias starts at 0: training moved it
+
+
+@pytest.mark.parametrize("command", ["ablate", "tune"])
+@pytest.mark.parametrize("amount", ["-1", "0", "nan", "inf", "two"])
+def test_cpus_per_run_must_be_a_positive_number(
+    command: str, amount: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ray refuses a negative resource with a traceback deep inside the runner; the CLI names it first."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--launcher", "ray", "--cpus-per-run", amount, "--results", str(tmp_path / "r")])
+    assert exited.value.code == 2
+    assert f"--cpus-per-run: must be a number > 0, got '{amount}'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
