@@ -99,6 +99,15 @@ def test_rerun_skips_finished_cells_and_writes_cells_of_a_finished_run(tiny_worl
     assert {p.name: p.stat().st_mtime_ns for p in store.runs.glob("*.json")} == stamp
 
 
+def kill_after_first_run(driver: subprocess.Popen[bytes], runs: Path, timeout: float) -> None:
+    """SIGKILL an `ablate` driver as soon as its store holds one finished run (or after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not (runs.is_dir() and any(runs.glob("*.json"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+
+
 def _ablate(matrix: Path, results: Path, model: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "hificl.cli", "ablate", "--config", str(matrix), "--results", str(results)]
     cmd += ["--base-model", str(model)]
@@ -113,13 +122,8 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_tables(tiny_world: Pa
     assert whole.returncode == 0, err.decode()[-2000:]
     duration = time.monotonic() - start
 
-    killed = _ablate(matrix, tmp_path / "killed", model)
     runs = tmp_path / "killed" / "runs"
-    deadline = time.monotonic() + 600
-    while not (runs.is_dir() and any(runs.glob("*.json"))) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    kill_after_first_run(_ablate(matrix, tmp_path / "killed", model), runs, timeout=600)
     assert len(list(runs.glob("*.json"))) < 3, "the run finished before it could be killed"
     rng = random.Random(0)
     for _ in range(2):  # then killed again at random moments of the resumed runs (loading, training, writing)

@@ -3,10 +3,8 @@ the local runner, runs spread over both nodes, and a re-run that submits only wh
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from analysis.report import build_report
 from hificl.ablation import run_matrix
 from hificl.launch import RayRunner
 from hificl.results import ResultsStore
-from tests.test_ablation import _small_matrix
+from tests.test_ablation import _small_matrix, kill_after_first_run
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra hificl[ray]; `make install` installs it")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -99,13 +97,8 @@ def test_a_driver_killed_mid_matrix_resumes_on_the_cluster(
     matrix, model = _small_matrix(tmp_path / "m.yaml"), tiny_world / "model"
     cmd = [sys.executable, "-m", "hificl.cli", "ablate", "--config", str(matrix), "--results", str(tmp_path / "r")]
     cmd += ["--base-model", str(model), "--launcher", "ray", "--address", two_nodes.address]
-    killed = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = tmp_path / "r" / "runs"
-    deadline = time.monotonic() + 300
-    while not (runs.is_dir() and any(runs.glob("*.json"))) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    kill_after_first_run(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), runs, 300)
     stored = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json")}
     assert 1 <= len(stored) < 3, "the matrix finished before its driver could be killed"
 
