@@ -45,7 +45,8 @@ def method_label(preset: str) -> str:
 
 
 def variant_label(variant: str) -> str:
-    return VARIANT_LABELS.get(variant, variant)
+    """A variant's label; a variant named after a preset (the "mimic" group's) reads as that method."""
+    return VARIANT_LABELS.get(variant) or method_label(variant)
 
 
 def tasks_of(frame: pd.DataFrame) -> list[str]:

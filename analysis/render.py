@@ -45,7 +45,8 @@ Cell = Stat | float | str | None
 
 @dataclass
 class Column:
-    """One column: "stat" cells hold Stat, "delta" cells a signed float, "text" cells a string."""
+    """One column: "stat" cells hold Stat, "delta" cells a Stat of paired differences (shown signed), "text"
+    cells a string."""
 
     header: str
     cells: list[Cell]
@@ -88,10 +89,9 @@ def cell_text(cell: Cell, kind: str, digits: int, pm: str) -> str:
     if isinstance(cell, Stat):
         if math.isnan(cell.mean):
             return "–"
-        text = _mean_text(cell.mean, digits)
+        # + 0.0 turns a rounded -0.0 into 0.0
+        text = f"{round(cell.mean, digits) + 0.0:+.{digits}f}" if kind == "delta" else _mean_text(cell.mean, digits)
         return text if math.isnan(cell.std) else f"{text}{pm}{cell.std:.{digits}f}"
-    if kind == "delta" and isinstance(cell, float):
-        return f"{round(cell, digits) + 0.0:+.{digits}f}"  # + 0.0 turns a rounded -0.0 into 0.0
     return str(cell)
 
 
@@ -154,10 +154,10 @@ def to_latex(table: Table) -> str:
 
 
 def to_csv(table: Table) -> str:
-    """Numbers, not text: a stat column becomes `<header> mean`, `<header> std`, `<header> n`."""
+    """Numbers, not text: a stat or delta column becomes `<header> mean`, `<header> std`, `<header> n`."""
     header = [table.index_header]
     for c in table.columns:
-        header += [f"{c.header} mean", f"{c.header} std", f"{c.header} n"] if c.kind == "stat" else [c.header]
+        header += [f"{c.header} mean", f"{c.header} std", f"{c.header} n"] if c.kind != "text" else [c.header]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(header)
@@ -165,7 +165,7 @@ def to_csv(table: Table) -> str:
         row: list[object] = [label]
         for c in table.columns:
             cell = c.cells[i]
-            if c.kind == "stat":
+            if c.kind != "text":
                 stat = cell if isinstance(cell, Stat) else Stat(math.nan, math.nan, 0)
                 row += [_csv_number(stat.mean), _csv_number(stat.std), stat.n]
             else:

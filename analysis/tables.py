@@ -1,5 +1,6 @@
-"""The paper's tables from the results store: main comparison, ablations, rank / token sweeps, data efficiency,
-CHAIR; each as CSV (numbers), Markdown and LaTeX (booktabs), mean ± std over seeds, best per column in bold."""
+"""The paper's tables from the results store: main comparison, HiFICL ablations, MimIC variants, rank / token
+sweeps, data efficiency, CHAIR; each as CSV (numbers), Markdown and LaTeX (booktabs), mean ± std over seeds,
+best per column in bold."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ __all__ = [
     "data_table",
     "format_params",
     "main_table",
+    "mimic_table",
+    "paired_delta",
     "sweep_table",
     "write_tables",
 ]
@@ -86,23 +89,45 @@ def ablation_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([full.assign(variant="hificl"), ablations], ignore_index=True) if len(ablations) else ablations
 
 
-def ablation_table(frame: pd.DataFrame) -> Table | None:
-    """Ablation variants next to full HiFICL (its "main" cells), each with its difference from full HiFICL."""
-    sub = ablation_cells(frame)
+def paired_delta(cells: pd.DataFrame, reference: pd.DataFrame, metric: str) -> Stat | None:
+    """Variant minus reference seed by seed, over the seeds both ran: the spread of the difference itself,
+    which is what says whether a variant differs (seed-to-seed noise shared by both arms cancels)."""
+    if metric not in cells or metric not in reference:
+        return None
+    ours = cells.groupby("seed")[metric].mean()
+    theirs = reference.groupby("seed")[metric].mean()
+    seeds = sorted(set(ours.dropna().index) & set(theirs.dropna().index))
+    return Stat.of([float(ours[s] - theirs[s]) for s in seeds], SCALE) if seeds else None
+
+
+def variants_table(sub: pd.DataFrame, reference: str, order: list[str], name: str, title: str) -> Table | None:
+    """Variants (column "variant") x tasks, each task followed by every variant's paired Δ from `reference`."""
     if sub.empty:
         return None
-    variants = ordered(list(sub["variant"].unique()), list(VARIANT_LABELS))
+    variants = ordered(list(sub["variant"].unique()), order)
     columns = []
     for task in tasks_of(sub):
         column = task_column(sub, "variant", variants, task)
-        ref = column.cells[variants.index("hificl")] if "hificl" in variants else None
+        on_task = sub[sub["task"] == task]
+        ref = on_task[on_task["variant"] == reference]
+        metric = task_metric(sub, task)
         deltas: list[Cell] = [
-            c.mean - ref.mean if isinstance(c, Stat) and isinstance(ref, Stat) and v != "hificl" else None
-            for v, c in zip(variants, column.cells, strict=True)
+            paired_delta(on_task[on_task["variant"] == v], ref, metric) if v != reference else None for v in variants
         ]
         columns += [column, Column(f"Δ {task}", deltas, kind="delta", best=None)]
-    title = "Ablations: mean ± std over seeds; Δ = difference of means from full HiFICL (points)"
-    return Table("ablation", title, "Variant", [variant_label(v) for v in variants], columns)
+    return Table(name, title, "Variant", [variant_label(v) for v in variants], columns)
+
+
+def ablation_table(frame: pd.DataFrame) -> Table | None:
+    """Ablation variants next to full HiFICL (its "main" cells), each with its paired difference from it."""
+    title = "Ablations: mean ± std over seeds; Δ = variant - full HiFICL, seed by seed (mean ± std, points)"
+    return variants_table(ablation_cells(frame), "hificl", list(VARIANT_LABELS), "ablation", title)
+
+
+def mimic_table(frame: pd.DataFrame) -> Table | None:
+    """MimIC's own variants (its supplementary Tab. 8 and mu ablations, group "mimic") against MimIC."""
+    title = "MimIC variants: mean ± std over seeds; Δ = variant - MimIC, seed by seed (mean ± std, points)"
+    return variants_table(frame[frame["group"] == "mimic"], "mimic", list(METHOD_LABELS), "mimic_variants", title)
 
 
 def sweep_table(frame: pd.DataFrame, group: str, setting: str, symbol: str, what: str) -> Table | None:
@@ -143,6 +168,7 @@ def all_tables(cells: list[CellRow]) -> dict[str, Table | None]:
     return {
         "main": main_table(frame),
         "ablation": ablation_table(frame),
+        "mimic_variants": mimic_table(frame),
         "rank_sweep": sweep_table(frame, "rank", "rank", "r", "Rank"),
         "tokens_sweep": sweep_table(frame, "tokens", "n_tokens", "n", "Virtual tokens"),
         "data_efficiency": data_table(frame),

@@ -44,9 +44,9 @@ def test_default_matrix_is_the_papers_and_shares_identical_runs() -> None:
     by_group: dict[str, int] = {}
     for cell in cells:
         by_group[cell.group] = by_group.get(cell.group, 0) + 1
-    # 7 methods x 3 tasks x 3 seeds; 4 ablations x 3 x 3; 6 MimIC variants, r in 6 values, n in 5, 3 methods x 4
-    # sizes on syn-vqa x 3
-    assert by_group == {"main": 63, "ablation": 36, "mimic": 18, "rank": 18, "tokens": 15, "data": 36}
+    # 7 methods x 3 tasks x 3 seeds; 4 ablations x 3 x 3; 6 MimIC variants + LoRA-LM, r in 6 values, n in 5,
+    # 3 methods x 4 sizes on syn-vqa x 3
+    assert by_group == {"main": 63, "ablation": 36, "mimic": 21, "rank": 18, "tokens": 15, "data": 36}
     ids = {(c.group, c.variant, c.task, c.seed): c.run_id for c in cells}
     assert ids[("rank", "r=8", "syn-vqa", 1)] == ids[("main", "hificl", "syn-vqa", 1)]
     assert ids[("tokens", "n=8", "syn-vqa", 1)] == ids[("main", "hificl", "syn-vqa", 1)]

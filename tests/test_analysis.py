@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from analysis.chair_report import hallucination_counts, top_hallucinated
 from analysis.figures import FIGURES, write_figures
-from analysis.render import to_markdown
+from analysis.render import to_csv, to_markdown
 from analysis.report import build_report
 from analysis.store import load_results, results_frame
 from analysis.tables import all_tables, format_params, write_tables
@@ -63,6 +64,7 @@ MAIN_CIDER = {"zero-shot": [0.50], "icl": [0.90, 0.92, 0.94], "lora": [0.80, 0.8
 HIFICL_CHAIR_S = [0.08, 0.10, 0.12]  # the lowest CHAIRs: 10.0 ± 2.0
 HALLUCINATED = [{"circle": 3, "square": 1}, {"square": 5, "star": 1}, {"circle": 2}]  # square 6, circle 5, star 1
 ABLATION_VQA = {"hificl+teacher": [0.73, 0.73, 0.73], "hificl-alpha1": [0.65, 0.66, 0.67], "hificl-full-k": [0.72] * 3}
+MIMIC_VQA = {"mimic": [0.50, 0.52, 0.54], "mimic-vector": [0.40, 0.43], "lora-lm": [0.60, 0.61, 0.62]}
 
 
 def full_rows() -> list[CellRow]:
@@ -78,6 +80,8 @@ def full_rows() -> list[CellRow]:
             )
     for variant, accs in ABLATION_VQA.items():
         rows += [cell("ablation", variant, "syn-vqa", variant, s, vqa(a)) for s, a in zip(SEEDS, accs, strict=True)]
+    for variant, accs in MIMIC_VQA.items():
+        rows += [cell("mimic", variant, "syn-vqa", variant, s, vqa(a)) for s, a in zip(SEEDS, accs, strict=False)]
     for r, acc in ((2, 0.60), (4, 0.70), (8, 0.72), (16, 0.71)):
         rows += [
             cell("rank", f"r={r}", "syn-vqa", "hificl", s, vqa(acc), config={"method": {"rank": r}}) for s in (0, 1)
@@ -183,9 +187,24 @@ def test_ablation_deltas(store: Path) -> None:
     assert table is not None
     md = markdown_rows(to_markdown(table))
     assert md["HiFICL (full)"] == ["72.0 ± 2.0", "–"]
-    assert md["+ teacher alignment"] == ["**73.0 ± 0.0**", "+1.0"]
-    assert md["w/o SA scaling (α = 1)"] == ["66.0 ± 1.0", "-6.0"]
-    assert md["full-rank K"] == ["72.0 ± 0.0", "+0.0"]
+    # Δ is paired by seed: teacher - full = +3, +1, -1 points; alpha1 - full = -5, -6, -7; full-k = +2, 0, -2
+    assert md["+ teacher alignment"] == ["**73.0 ± 0.0**", "+1.0 ± 2.0"]
+    assert md["w/o SA scaling (α = 1)"] == ["66.0 ± 1.0", "-6.0 ± 1.0"]
+    assert md["full-rank K"] == ["72.0 ± 0.0", "+0.0 ± 2.0"]
+    csv = pd.read_csv(io.StringIO(to_csv(table))).set_index("Variant")
+    assert csv.loc["w/o SA scaling (α = 1)", "Δ syn-vqa mean"] == pytest.approx(-6.0)
+    assert csv.loc["w/o SA scaling (α = 1)", "Δ syn-vqa std"] == pytest.approx(1.0)
+    assert csv.loc["w/o SA scaling (α = 1)", "Δ syn-vqa n"] == 3
+
+
+def test_mimic_variants_table(store: Path) -> None:
+    """The "mimic" group gets its own table; a variant with fewer seeds is paired on the seeds it ran."""
+    table = all_tables(load_results(store))["mimic_variants"]
+    assert table is not None
+    md = markdown_rows(to_markdown(table))
+    assert md["MimIC"] == ["52.0 ± 2.0", "–"]
+    assert md["MimIC (learnable vector)"] == ["41.5 ± 2.1", "-9.5 ± 0.7"]  # seeds 0, 1: -10, -9
+    assert md["LoRA (LM only)"] == ["**61.0 ± 1.0**", "+9.0 ± 1.0"]
 
 
 def test_sweeps_data_and_chair(store: Path, tmp_path: Path) -> None:
@@ -246,7 +265,7 @@ def test_missing_data_is_skipped(tmp_path: Path) -> None:
 def test_build_report_index(report: dict[str, Any]) -> None:
     store = report["index"].parent.parent
     assert report["index"] == store / "report" / "index.md"
-    assert len(report["tables"]) == 7 * 3 and len(report["figures"]) == len(FIGURES) * 2
+    assert len(report["tables"]) == 8 * 3 and len(report["figures"]) == len(FIGURES) * 2
     assert report["skipped"] == []
     index = report["index"].read_text()
     assert "[md](tables/main.md)" in index and "[pdf](figures/chair.pdf)" in index
