@@ -112,6 +112,9 @@ def quiet_worker() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*no `val_dataloader`.*")  # validation is off unless asked for
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # raised inside Lightning
+    # A run's work directory (results/work/<run id>) is the matrix's own; on a re-run after a kill Lightning's
+    # CSV logger removes only its own stale metrics.csv there, which is what a fresh attempt wants.
+    warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")
 
 
 def run_matrix(
