@@ -4,14 +4,20 @@ column), the learning rate and the method's own diagnostics; backends by train.l
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hificl.ablation import run_matrix
 from hificl.cli import main
 from hificl.experiment import experiment_config, run_experiment
+from hificl.lightning.diagnostics import method_diagnostics
+from hificl.methods import registry
+from hificl.methods.presets import PRESETS, resolve_preset
+from hificl.models.layers import AttentionShape
 from hificl.results import ResultsStore
 
 #: preset -> (loss terms it logs besides train/loss, diagnostics it logs)
@@ -22,6 +28,21 @@ METHODS = {
     "live": ({"train/ce", "train/kl"}, {"diag/alpha/layer_0", "diag/alpha/layer_1", "diag/vector_norm/mean"}),
     "lora": (set(), set()),
 }
+
+
+@pytest.mark.parametrize("preset", [p for p, v in PRESETS.items() if v["method"] not in (None, "lora")])
+def test_every_trained_preset_has_finite_diagnostics(preset: str) -> None:
+    """Each virtual-token preset's diagnostics are computed from the parameters it really has (the matrix's
+    mimic-shared-query cells once failed here: that variant has a constant mu and no f)."""
+    values = resolve_preset(preset)
+    name = values["method"]
+    shape = AttentionShape(num_layers=2, num_heads=2, num_kv_heads=1, head_dim=8, hidden_size=16)
+    config = registry.make_config(name, values["config"])
+    diagnostics = method_diagnostics(registry.METHODS[name](config, shape, torch.Generator().manual_seed(0)))
+    assert diagnostics and all(math.isfinite(v) for v in diagnostics.values())
+    assert {k.rsplit("/", 1)[1] for k in diagnostics} == {"layer_0", "layer_1", "mean"}
+    if preset == "mimic-shared-query":
+        assert diagnostics["diag/mu_mean/layer_0"] == pytest.approx(0.5)  # sigmoid(0) at initialisation
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -4,7 +4,8 @@
   K / V of the ablations); V_D starts at 0, so its norm shows how far training has moved the values.
 - LIVE: each layer's learned scale alpha and the norm of its shift vector.
 - MimIC: per layer, the norm of f's weight (the virtual token's key), the mean of f's bias (its logit bias) and
-  the norm of the shifted value v.
+  the norm of the shifted value v; with query-sharing mu (no f) the learned constant mu = sigmoid(m), mean over
+  heads, instead of f's two.
 The losses each method returns (task CE, alignment, KL) are logged as separate `train/<term>` columns by the
 LightningModule itself.
 """
@@ -37,8 +38,11 @@ def method_diagnostics(method: Method) -> dict[str, float]:
         per_layer("alpha", list(m.alpha.detach()))
         per_layer("vector_norm", [v.norm() for v in m.vectors])
     elif method.name == "mimic":
-        per_layer("f_weight_norm", [w.norm() for w in m.f_weight])
-        per_layer("f_bias_mean", [b.mean() for b in m.f_bias])
+        if hasattr(m, "mu_logit"):  # query-sharing mu: a learned constant per head, no f
+            per_layer("mu_mean", list(torch.sigmoid(m.mu_logit).mean(dim=1)))
+        else:
+            per_layer("f_weight_norm", [w.norm() for w in m.f_weight])
+            per_layer("f_bias_mean", [b.mean() for b in m.f_bias])
         per_layer("value_norm", [s.norm() for s in m.shift])
     return out
 
