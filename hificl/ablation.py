@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from hificl.config import deep_merge, read_yaml, to_dict
 from hificl.errors import ConfigError
-from hificl.launch import Job, LocalRunner, Resources, Runner, resources_for
+from hificl.launch import Job, LocalRunner, Resources, Runner, quiet_worker, resources_for
 from hificl.lightning.loggers import METRICS_FILE
 from hificl.rescore import PREDICTIONS, predictions_text, write_run_files
 from hificl.results import CellRow, ResultRow, ResultsStore, stable_id
@@ -99,22 +99,6 @@ def _run(values: dict[str, Any]) -> RunOutcome:
             files[METRICS_FILE] = metrics.read_text()
         shutil.rmtree(work)  # the run is done: its checkpoint and copies go; the driver stores what counts
     return RunOutcome(row, files)
-
-
-def quiet_worker() -> None:
-    """The matrix shows one progress bar: silence per-run loading bars and Lightning's per-fit notices."""
-    import logging
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*no `val_dataloader`.*")  # validation is off unless asked for
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # raised inside Lightning
-    # A run's work directory (results/work/<run id>) is the matrix's own; on a re-run after a kill Lightning's
-    # CSV logger removes only its own stale metrics.csv there, which is what a fresh attempt wants.
-    warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")
 
 
 def run_matrix(

@@ -228,3 +228,20 @@ def make_runner(launcher: Literal["local", "ray"] | str, workers: int = 1, addre
         import_ray()
         return RayRunner(address)
     raise ConfigError(f"--launcher must be one of {LAUNCHERS}, got {launcher!r}.")
+
+
+def quiet_worker() -> None:
+    """A worker process of the matrix or the tuner: silence per-run loading bars and Lightning's per-fit notices,
+    so the driver's progress (one bar, or one line per trial) is what the user reads."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*no `val_dataloader`.*")  # validation is off unless asked for
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # raised inside Lightning
+    # A matrix run's work directory (results/work/<run id>) is the matrix's own; on a re-run after a kill,
+    # Lightning's CSV logger removes only its own stale metrics.csv there, which is what a fresh attempt wants.
+    warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")

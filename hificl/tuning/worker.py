@@ -189,8 +189,10 @@ def run_worker(job: WorkerJob) -> int:
 
 
 def _experiment_objective() -> Objective:
+    from hificl.launch import quiet_worker
     from hificl.tuning.objective import experiment_objective  # imports torch/Lightning: only when training
 
+    quiet_worker()  # one line per trial, not Lightning's banners and a loading bar per trial
     return experiment_objective
 
 
