@@ -202,6 +202,7 @@ def test_mimic_variants_table(store: Path) -> None:
     table = all_tables(load_results(store))["mimic_variants"]
     assert table is not None
     md = markdown_rows(to_markdown(table))
+    assert list(md)[1:] == ["MimIC", "MimIC (learnable vector)", "LoRA (LM only)"]  # the reference first
     assert md["MimIC"] == ["52.0 ± 2.0", "–"]
     assert md["MimIC (learnable vector)"] == ["41.5 ± 2.1", "-9.5 ± 0.7"]  # seeds 0, 1: -10, -9
     assert md["LoRA (LM only)"] == ["**61.0 ± 1.0**", "+9.0 ± 1.0"]
