@@ -101,7 +101,7 @@ def fixed_threads(n: int) -> Iterator[None]:
 
 
 def pretrain(
-    out_dir: Path, seed: int = 0, config: PretrainConfig | None = None, budget_minutes: float | None = 10.0
+    out_dir: Path, seed: int = 0, config: PretrainConfig | None = None, budget_minutes: float | None = 25.0
 ) -> Path:
     """Pretrain and save model + processor to `out_dir`; return at once if it already holds this exact run.
 
