@@ -118,6 +118,9 @@ def run_matrix(
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
     check_models({str(c.values.get("model", "base-model")) for c in cells})
+    from hificl.experiment import check_data_roots
+
+    check_data_roots([c.values for c in cells])
     store = ResultsStore(Path(results) / ("quick" if quick else ""))
     for partial in [*store.root.glob(".*.tmp"), *store.runs.rglob(".*.tmp"), *store.cells.glob(".*.tmp")]:
         partial.unlink()  # a driver killed mid-write left it; the file it was writing is written again

@@ -26,8 +26,9 @@ import transformers
 from hificl import __version__
 from hificl.config import deep_merge, from_dict, to_dict
 from hificl.data.datamodule import DataConfig, ICLDataModule
+from hificl.data.layout import resolve_data_root
 from hificl.data.tasks import task_spec
-from hificl.errors import ConfigError
+from hificl.errors import ConfigError, DataError
 from hificl.files import atomic_write_text
 from hificl.lightning.callbacks import RunTimer
 from hificl.lightning.checkpoints import resume_path
@@ -102,6 +103,20 @@ def synthetic_root(model_dir: str | Path) -> Path:
     return Path(model_dir).resolve().parent / "synthetic"
 
 
+def check_data_root(config: ExperimentConfig) -> None:
+    """The data a run reads is on disk: checked before its model loads, and for every cell of a matrix or study
+    before the first run starts (a missing root would otherwise fail each run after a process start and a load)."""
+    if config.data.data_root or not task_spec(config.data.task).synthetic:
+        resolve_data_root(config.data.data_root)  # the configured root, else $HIFICL_DATA_ROOT
+        return
+    root = synthetic_root(config.model)
+    if not root.is_dir():
+        raise DataError(
+            f"The synthetic benchmark of base model {config.model} is missing: expected it at {root}, which "
+            f"`hificl base-model --out {config.model}` writes with the model (or set data.data_root)."
+        )
+
+
 @dataclass
 class Experiment:
     """The parts of one experiment, each built once from the resolved config."""
@@ -124,9 +139,21 @@ class Experiment:
         return resume_path(Path(self.config.run_dir)) if self.trains and self.config.run_dir else None
 
 
+def check_data_roots(runs: list[dict[str, Any]]) -> None:
+    """`check_data_root` once per distinct (model, task, data root) of a batch of runs, before the first starts."""
+    seen = set()
+    for values in runs:
+        data = values.get("data") or {}
+        key = (str(values.get("model")), str(data.get("task")), str(data.get("data_root")))
+        if key not in seen:
+            seen.add(key)
+            check_data_root(experiment_config(values))
+
+
 def build_experiment(config: ExperimentConfig, callbacks: list[L.Callback] | None = None) -> Experiment:
     """Seed, then load the frozen LMM and build the DataModule, the method, the LightningModule and the Trainer."""
     check_logger(config.train.logger)  # before minutes of model loading
+    check_data_root(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(False)
     loaded = load_model(config.model, dtype=config.dtype, attn_implementation=config.attn_implementation)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from hificl.cli import main
@@ -86,6 +87,21 @@ def missing_root(world: Path, tmp: Path) -> tuple[list[str], list[str]]:
     ]
 
 
+def lone_model(world: Path, tmp: Path) -> Path:
+    """The tiny model copied without the synthetic benchmark `hificl base-model` writes beside it."""
+    model = tmp / "lone" / "model"
+    shutil.copytree(world / "model", model)
+    return model
+
+
+def missing_benchmark(world: Path, tmp: Path) -> tuple[list[str], list[str]]:
+    model = lone_model(world, tmp)
+    return ["train", *small(world, tmp / "out"), "--set", f"model={model}"], [
+        f"The synthetic benchmark of base model {model} is missing: expected it at {model.parent / 'synthetic'}",
+        f"hificl base-model --out {model}",
+    ]
+
+
 def missing_image(world: Path, tmp: Path) -> tuple[list[str], list[str]]:
     root = data_copy(world, tmp)
     for image in (root / "coco" / "train2014").iterdir():
@@ -147,6 +163,7 @@ def override(setting: str, *expected: str) -> Callable[[Path, Path], tuple[list[
 
 CASES = {
     "missing data root": missing_root,
+    "missing synthetic benchmark": missing_benchmark,
     "missing image": missing_image,
     "malformed JSON": malformed_json,
     "annotation without answers": no_answers,
@@ -297,3 +314,27 @@ def test_cpus_per_run_must_be_a_positive_number(
     assert exited.value.code == 2
     assert f"--cpus-per-run: must be a number > 0, got '{amount}'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["ablate", "tune"])
+def test_a_missing_benchmark_stops_a_matrix_or_study_before_any_run(
+    command: str, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked once for the whole batch: without it every run failed alone, after its own process and load."""
+    model = lone_model(tiny_world, tmp_path)
+    if command == "ablate":
+        spec = {"tasks": ["syn-vqa"], "seeds": [0], "groups": {"main": {"variants": {"zs": {"preset": "zero-shot"}}}}}
+        (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
+        argv = ["ablate", "--config", str(tmp_path / "m.yaml"), "--results", str(tmp_path / "results")]
+        argv += ["--base-model", str(model)]
+    else:
+        study = {
+            "study": {"name": "s", "storage": f"sqlite:///{tmp_path / 'results' / 's.db'}", "n_trials": 2},
+            "search": {"n_tokens": [1], "rank": [1]},
+            "experiment": {"model": str(model), "preset": "hificl", "data": {"task": "syn-vqa"}},
+        }
+        (tmp_path / "t.yaml").write_text(yaml.safe_dump(study))
+        argv = ["tune", "--config", str(tmp_path / "t.yaml")]
+    message = run_cli(argv, capsys)
+    assert f"The synthetic benchmark of base model {model} is missing" in message
+    assert not (tmp_path / "results").exists()

@@ -45,7 +45,10 @@ def tune(
         raise ConfigError(f"--workers must be >= 1, got {workers}.")
     config = load_tune_config(config_path, overrides, storage=storage, n_trials=n_trials)
     if objective_fn is None:  # the trials train: the model must be there before the study starts
+        from hificl.experiment import check_data_roots  # imports torch/Lightning: only when the trials train
+
         check_models({str(config.experiment.get("model", "base-model"))})
+        check_data_roots([config.experiment])
     settings = config.study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
