@@ -142,14 +142,25 @@ def empty_split(world: Path, tmp: Path) -> tuple[list[str], list[str]]:
 
 def unknown_family(world: Path, tmp: Path) -> tuple[list[str], list[str]]:
     model = model_copy(world, tmp, "martian_vlm")
-    argv = ["train", *small(world, tmp / "out"), "--set", f"model={model}"]
+    argv = [
+        "train",
+        *small(world, tmp / "out"),
+        "--set",
+        f"model={model}",
+        "--set",
+        f"data.data_root={world / 'synthetic'}",
+    ]
     return argv, [str(model / "config.json"), "model_type 'martian_vlm'", "supported families: ", "idefics2, idefics3"]
 
 
 def cross_attention(model_type: str, name: str) -> Callable[[Path, Path], tuple[list[str], list[str]]]:
     def case(world: Path, tmp: Path) -> tuple[list[str], list[str]]:
         model = model_copy(world, tmp, model_type)
-        return ["train", *small(world, tmp / "out"), "--set", f"model={model}"], [name, "cross-attention"]
+        data = f"data.data_root={world / 'synthetic'}"  # the copy has no benchmark beside it
+        return ["train", *small(world, tmp / "out"), "--set", f"model={model}", "--set", data], [
+            name,
+            "cross-attention",
+        ]
 
     return case
 
