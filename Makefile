@@ -34,7 +34,7 @@ test: $(STAMP)
 
 base-model: $(BASE)/card.json
 
-# Pretrains the tiny LMM (about 18 min on 2 idle cores) and exports the benchmark beside it; cached by the card file.
+# Pretrains the tiny LMM (about 12 min on 2 idle cores) and exports the benchmark beside it; cached by the card file.
 $(BASE)/card.json: | $(STAMP)
 	$(BIN)/hificl base-model --out $(BASE)
 
