@@ -107,14 +107,21 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     _at_least("--workers", args.workers, 1)
     results = Path(args.results) / ("quick" if args.quick else "")
     runner = make_runner(args.launcher, args.workers, args.address)
-    run_matrix(
-        args.config,
-        args.results,
-        quick=args.quick,
-        model=args.base_model,
-        runner=runner,
-        cpus_per_run=args.cpus_per_run,
-    )
+    try:
+        run_matrix(
+            args.config,
+            args.results,
+            quick=args.quick,
+            model=args.base_model,
+            runner=runner,
+            cpus_per_run=args.cpus_per_run,
+        )
+    except Exception:
+        # Some runs failed after the others were stored: the report of what finished is still written (its
+        # index names what it holds), then the first error is raised; a re-run runs only the missing cells.
+        if (results / "cells").is_dir():
+            _print_report(build_report(results), results, partial=True)
+        raise
     _print_report(build_report(results), results)
     return 0
 
@@ -134,9 +141,10 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report: dict[str, Any], results: Path) -> None:
+def _print_report(report: dict[str, Any], results: Path, partial: bool = False) -> None:
     tables, figures = len(report.get("tables", [])), len(report.get("figures", []))
-    print(f"report: {results / 'report'} ({tables} tables, {figures} figures)")
+    note = ", from the cells that finished: some runs failed (below)" if partial else ""
+    print(f"report: {results / 'report'} ({tables} tables, {figures} figures{note})")
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

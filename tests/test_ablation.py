@@ -164,3 +164,37 @@ def test_an_unreadable_run_or_cell_file_is_moved_aside_and_rerun(tiny_world: Pat
     assert sorted(p.name for p in (tmp_path / "r" / "invalid").rglob("*.json")) == sorted(
         [cell_file.name, run_file.name]
     )
+
+
+def test_a_failing_run_still_leaves_the_report_of_the_others(
+    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One cell's NaN loss fails the command (exit 2, its message) after the others are stored; the report of
+    what finished is written, and a re-run tries only the failed cell."""
+    from hificl.cli import main
+
+    data = {"train_size": 4, "eval_size": 2, "batch_size": 2, "eval_batch_size": 2}
+    spec = {
+        "defaults": {"data": data, "train": {"epochs": 3}},
+        "tasks": ["syn-vqa"],
+        "seeds": [0],
+        "groups": {
+            "main": {"variants": {"zero-shot": {"preset": "zero-shot"}, "hificl": {"preset": "hificl"}}},
+            "broken": {"variants": {"nan": {"preset": "hificl", "train": {"lr": 1.0e30}}}},
+        },
+    }
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
+    argv = ["ablate", "--config", str(tmp_path / "m.yaml"), "--results", str(tmp_path / "results")]
+    argv += ["--base-model", str(tiny_world / "model")]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "training loss became nan" in err
+    assert "from the cells that finished" in out
+    main_table = (tmp_path / "results" / "report" / "tables" / "main.md").read_text()
+    assert "Zero-shot" in main_table and "HiFICL" in main_table
+    store = ResultsStore(tmp_path / "results")
+    assert len(store.cell_rows()) == 2
+    stored = {p: p.stat().st_mtime_ns for p in store.cells.glob("*.json")}
+    assert main(argv) == 2  # the re-run retries the failed cell alone: the stored ones are not rewritten
+    assert {p: p.stat().st_mtime_ns for p in store.cells.glob("*.json")} == stored
+    assert "2/3" in capsys.readouterr().err  # the progress bar starts at the two finished cells
