@@ -115,11 +115,11 @@ def run_matrix(
 
     `runner` places the runs (default: `workers` local processes; hificl.launch.RayRunner for a cluster); this
     process alone writes the store, each run's files (generations) before its record."""
+    from hificl.experiment import check_data_roots
+
     spec = read_yaml(matrix)
     cells = expand_matrix(spec, quick=quick, model=model)
     check_models({str(c.values.get("model", "base-model")) for c in cells})
-    from hificl.experiment import check_data_roots
-
     check_data_roots([c.values for c in cells])
     store = ResultsStore(Path(results) / ("quick" if quick else ""))
     for partial in [*store.root.glob(".*.tmp"), *store.runs.rglob(".*.tmp"), *store.cells.glob(".*.tmp")]:

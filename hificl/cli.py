@@ -107,6 +107,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     _at_least("--workers", args.workers, 1)
     results = Path(args.results) / ("quick" if args.quick else "")
     runner = make_runner(args.launcher, args.workers, args.address)
+    stored_before = set((results / "cells").glob("*.json"))
     try:
         run_matrix(
             args.config,
@@ -117,9 +118,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             cpus_per_run=args.cpus_per_run,
         )
     except Exception:
-        # Some runs failed after the others were stored: the report of what finished is still written (its
-        # index names what it holds), then the first error is raised; a re-run runs only the missing cells.
-        if (results / "cells").is_dir():
+        # Some runs failed after others were stored by this call: the report of what finished is still written
+        # (its index names what it holds), then the first error is raised; a re-run runs only the missing cells.
+        if set((results / "cells").glob("*.json")) - stored_before:
             _print_report(build_report(results), results, partial=True)
         raise
     _print_report(build_report(results), results)
