@@ -32,7 +32,7 @@ from hificl.errors import ConfigError, DataError
 from hificl.files import atomic_write_text
 from hificl.lightning.callbacks import RunTimer
 from hificl.lightning.checkpoints import resume_path
-from hificl.lightning.loggers import check_logger
+from hificl.lightning.loggers import METRICS_FILE, check_logger, prepend_rows, rows_before
 from hificl.lightning.module import ICLApproxModule, TrainConfig
 from hificl.lightning.tracking import tracking_for
 from hificl.methods.base import Method
@@ -236,14 +236,25 @@ def _run(config: ExperimentConfig, callbacks: list[L.Callback] | None, outputs: 
     check_images(datamodule.train_records if experiment.trains else [])
     check_images(datamodule.val_records if config.validate else [])
     check_images(datamodule.eval_records)
+    earlier = earlier_metrics(experiment)
     with detached_after(experiment.method):
         if experiment.trains:
             trainer.fit(module, datamodule=datamodule, ckpt_path=experiment.resume_from)
         trainer.test(module, datamodule=datamodule, verbose=False)
+    if earlier:
+        prepend_rows(Path(str(config.run_dir)) / METRICS_FILE, earlier)
     row = result_row(experiment)
     if config.output_dir:
         write_outputs(experiment, row, outputs)
     return row
+
+
+def earlier_metrics(experiment: Experiment) -> list[dict[str, str]]:
+    """A resumed run's logged steps from before its checkpoint (the killed attempt's metrics.csv), kept."""
+    if experiment.resume_from is None or experiment.config.train.logger != "csv":
+        return []
+    step = int(torch.load(experiment.resume_from, map_location="cpu", weights_only=False)["global_step"])
+    return rows_before(Path(str(experiment.config.run_dir)) / METRICS_FILE, step)
 
 
 @contextmanager

@@ -3,6 +3,7 @@ parameters and metrics of a run that was never interrupted; checkpoints hold the
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,16 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_parameters(
     at_epoch_1 = {k.removeprefix("method."): v for k, v in checkpoint["state_dict"].items()}
     assert at_epoch_1.keys() == ours.keys()
     assert any(not torch.equal(at_epoch_1[k], ours[k]) for k in ours)  # the resumed 8 steps did move them
+    # The log keeps the killed attempt's steps before the checkpoint (Lightning would start the file afresh):
+    # every step once, with the uninterrupted run's losses.
+    losses = [_losses(d / "run" / "metrics.csv") for d in (out, tmp_path / "whole")]
+    assert [step for step, _ in losses[0]] == list(range(12))
+    assert losses[0] == losses[1]
+
+
+def _losses(path: Path) -> list[tuple[int, str]]:
+    with path.open(newline="") as handle:
+        return [(int(r["step"]), r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")]
 
 
 def test_a_checkpoint_of_another_experiment_is_not_resumed(tiny_world: Path, tmp_path: Path) -> None:

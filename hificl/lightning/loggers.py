@@ -14,13 +14,16 @@ An uninstalled backend fails when the experiment starts, before the model loads,
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import os
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from hificl.errors import ConfigError
+from hificl.files import atomic_write_text
 
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb", "none")
 #: backend -> the packages that provide it (any one suffices)
@@ -73,3 +76,28 @@ def metrics_file(loggers: list[Logger]) -> Path | None:
             path = Path(logger.log_dir) / METRICS_FILE
             return path if path.is_file() else None
     return None
+
+
+def rows_before(path: Path, step: int) -> list[dict[str, str]]:
+    """The rows of a killed attempt's metrics file logged before `step` (the checkpoint a resumed run continues
+    from); Lightning's CSV logger deletes that file when the resumed run starts logging."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row.get("step", "").isdigit() and int(row["step"]) < step]
+
+
+def prepend_rows(path: Path, earlier: list[dict[str, str]]) -> None:
+    """Rewrite `path` as `earlier` followed by its own rows, under the union of both headers (in first-seen order),
+    so a resumed run's metrics.csv holds every step once, as an uninterrupted run's does."""
+    if not earlier or not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        later, header = list(reader), list(reader.fieldnames or [])
+    fields = list(dict.fromkeys([*(k for row in earlier for k in row), *header]))
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows([*earlier, *later])
+    atomic_write_text(path, buffer.getvalue())
