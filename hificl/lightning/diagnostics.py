@@ -38,7 +38,7 @@ def method_diagnostics(method: Method) -> dict[str, float]:
         per_layer("alpha", list(m.alpha.detach()))
         per_layer("vector_norm", [v.norm() for v in m.vectors])
     elif method.name == "mimic":
-        if hasattr(m, "mu_logit"):  # query-sharing mu: a learned constant per head, no f
+        if m.config.mu == "shared-query":  # a learned constant mu per head, no f
             per_layer("mu_mean", list(torch.sigmoid(m.mu_logit).mean(dim=1)))
         else:
             per_layer("f_weight_norm", [w.norm() for w in m.f_weight])
